@@ -1,0 +1,45 @@
+"""The `acar-deploy` entry point.
+
+Command modules are imported here but keep heavy imports (torch, onnx) inside their command
+functions, so `acar-deploy evaluate` and `--help` start quickly and never import torch.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from acar_deploy import __version__
+
+app = typer.Typer(
+    name="acar-deploy",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Take ACAR-Net from a PyTorch checkpoint to verified ONNX Runtime / TensorRT engines.\n\n"
+    "Start with `acar-deploy demo --quick` to see the whole pipeline on synthetic data.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    pass
+
+
+# Each command module registers its commands on `app` (one import line per group).
+# (command imports follow)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
