@@ -36,6 +36,7 @@ def _root(
 # Each command module registers its commands on `app` (one import line per group).
 # (command imports follow)
 from acar_deploy.cli import evaluate as _evaluate  # noqa: E402,F401
+from acar_deploy.cli import export as _export  # noqa: E402,F401
 from acar_deploy.cli import info as _info  # noqa: E402,F401
 
 

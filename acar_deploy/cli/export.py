@@ -1,0 +1,148 @@
+"""`acar-deploy export` and `acar-deploy validate`: ONNX graphs + manifest, checked against eager."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from acar_deploy.cli.errors import handle_errors
+from acar_deploy.cli.main import app
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class PartsChoice(str, Enum):
+    split = "split"
+    fused = "fused"
+    all = "all"
+
+
+class NodeChoiceOption(str, Enum):
+    onnx = "onnx"
+    plugin = "plugin"
+
+
+def _print_report(report, output_format: OutputFormat, extra: dict | None = None) -> None:
+    if output_format == OutputFormat.json:
+        typer.echo(json.dumps({**(extra or {}), **report.to_dict()}, indent=2))
+        return
+    from rich.console import Console
+
+    from acar_deploy.export.validate import render_table
+
+    console = Console()
+    console.print(render_table(report))
+    for line in report.checks:
+        console.print(f"  {line}")
+
+
+@app.command(
+    "export",
+    epilog=(
+        "Examples:\n\n"
+        "  acar-deploy export --checkpoint AVA_SLOWFAST_R50_ACAR_HR2O.pth.tar --config acar_r50 --out export/r50\n\n"
+        "  acar-deploy export --config acar_tiny --out export/tiny --parts all --size 96x96 --dynamic-size\n\n"
+        "  acar-deploy export --checkpoint ckpt.pt --out export/r50-plugin --roi-align plugin --hr2o plugin --force"
+    ),
+)
+@handle_errors
+def export(
+    out: Annotated[Path, typer.Option(help="Export folder to write (e.g. export/r50).")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Weights (official zoo/training file or acar-deploy checkpoint); none: seeded random init."),
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option(help="Model config: built-in name (acar_r50, acar_tiny, ...) or YAML file.")
+    ] = None,
+    parts: Annotated[
+        PartsChoice, typer.Option(help="split: backbone.onnx + head.onnx; fused: acar.onnx; all: both.")
+    ] = PartsChoice.split,
+    roi_align: Annotated[
+        NodeChoiceOption, typer.Option(help="RoIAlign as ONNX RoiAlign-16 or one ACAR_RoIAlign plugin node.")
+    ] = NodeChoiceOption.onnx,
+    hr2o: Annotated[
+        NodeChoiceOption, typer.Option(help="HR2O attention as standard ops or one ACAR_HR2O plugin node per layer.")
+    ] = NodeChoiceOption.onnx,
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 17; 18 is what the exporter writes natively).")] = 18,
+    size: Annotated[
+        str | None, typer.Option(help="Frame size HxW the graphs are built for (default: config short side at 4:3).")
+    ] = None,
+    dynamic_size: Annotated[
+        bool, typer.Option("--dynamic-size", help="Make frame height/width dynamic (H, W) too.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the random init when there is no checkpoint.")] = 0,
+    no_validate: Annotated[
+        bool, typer.Option("--no-validate", help="Skip the ORT-vs-eager comparison (checker still runs).")
+    ] = False,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Print text tables or JSON.")] = (
+        OutputFormat.text
+    ),
+    force: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
+) -> None:
+    """Export ACAR-Net to ONNX (split and/or fused), check the graphs and compare ORT with eager."""
+    from acar_deploy.export.exporter import ExportSettings, NodeChoice, Parts, export_model, parse_size
+    from acar_deploy.export.validate import ValidationError
+
+    settings = ExportSettings(
+        parts=Parts(parts.value),
+        roi_align=NodeChoice(roi_align.value),
+        hr2o=NodeChoice(hr2o.value),
+        opset=opset,
+        input_size=parse_size(size) if size else None,
+        dynamic_size=dynamic_size,
+        seed=seed,
+        validate=not no_validate,
+    )
+    try:
+        result = export_model(out, checkpoint, config, settings, force=force, progress=sys.stderr.isatty())
+    except ValidationError as exc:
+        _print_report(exc.report, output_format)
+        raise
+    for note in result.warnings:
+        print(f"warning: {note}", file=sys.stderr)
+    files = {part: str(path) for part, path in result.files.items()}
+    if result.report is not None:
+        _print_report(result.report, output_format, {"export": str(result.path), "files": files})
+    elif output_format == OutputFormat.json:
+        typer.echo(json.dumps({"export": str(result.path), "files": files}, indent=2))
+    if output_format == OutputFormat.text:
+        typer.echo(f"wrote {result.path}: " + ", ".join(Path(f).name for f in files.values()) + ", manifest.json")
+
+
+@app.command(
+    "validate",
+    epilog=(
+        "Examples:\n\n"
+        "  acar-deploy validate export/r50\n\n"
+        "  acar-deploy validate export/r50 --checkpoint moved/AVA_SLOWFAST_R50_ACAR_HR2O.pth.tar --format json"
+    ),
+)
+@handle_errors
+def validate(
+    path: Annotated[Path, typer.Argument(help="Export folder (holds manifest.json and the .onnx graphs).")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint the export came from, if it moved (its sha256 must match the manifest)."),
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Print a text table or JSON.")] = (
+        OutputFormat.text
+    ),
+) -> None:
+    """Check an export folder: onnx.checker, shape inference, ORT vs eager for R in {1,3,17}, B in {1,2}."""
+    from acar_deploy.export.validate import validate_export
+
+    report = validate_export(path, checkpoint, raise_on_failure=False, progress=sys.stderr.isatty())
+    _print_report(report, output_format)
+    if not report.ok:
+        from acar_deploy.export.validate import ValidationError
+
+        raise ValidationError(report)

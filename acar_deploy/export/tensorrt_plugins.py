@@ -1,0 +1,158 @@
+"""TensorRT side of the plugin nodes (TensorRT 10.6+ and 11; GPU machines only).
+
+- `ACAR_RoIAlign` runs as TensorRT's built-in `ROIAlign_TRT` v2 (`prepare_for_tensorrt` rewrites the
+  node; `trt.init_libnvinfer_plugins` must run before parsing).
+- `ACAR_HR2O` is a Python-defined plugin `acar::ACAR_HR2O` (`tensorrt.plugin`): `@trtp.register` gives
+  the output descriptor, `@trtp.autotune` the fp32/fp16 combinations, and `@trtp.aot_impl` returns
+  the PTX of an OpenAI Triton kernel, so the engine holds the kernel and runs without Python.
+
+TensorRT's ONNX parser tries a model-local function before the plugin fallback, so always parse
+`prepare_for_tensorrt(model)` (local functions stripped), e.g. with `parse_onnx_for_tensorrt`.
+
+No `from __future__ import annotations` here: `tensorrt.plugin` reads the decorated functions'
+annotations (TensorDesc inputs, typed attributes) at registration time.
+"""
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from acar_deploy.errors import InputError, MissingExtraError
+from acar_deploy.export.plugin_nodes import HR2O_OP, PLUGIN_NAMESPACE, prepare_for_tensorrt
+
+HR2O_PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{HR2O_OP}"
+_REGISTERED = False
+
+
+def import_tensorrt():
+    """`tensorrt`, or MissingExtraError (exit 2) naming the extra to install."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise MissingExtraError("tensorrt", "gpu", "Building TensorRT engines with ACAR plugins") from None
+    return tensorrt
+
+
+def _trt_dtype_name(trt, dtype) -> str:
+    if dtype == trt.float32:
+        return "fp32"
+    if dtype == trt.float16:
+        return "fp16"
+    raise ValueError(f"{HR2O_PLUGIN_ID}: unsupported dtype {dtype}")
+
+
+def _constant(expr, what: str) -> int:
+    """Value of a shape expression that must be known at build time (e.g. the channel count)."""
+    if getattr(expr, "is_constant", False):
+        return int(expr.constant_value)
+    raise ValueError(f"{HR2O_PLUGIN_ID}: {what} must be static in the network, got a dynamic dimension")
+
+
+KERNEL_ARGUMENTS = 7  # q, k, v, clip labels, num_actors, num_positions, u
+
+
+def ptx_entry_parameter_count(ptx: str) -> int:
+    """Number of parameters of the first `.entry` in a PTX module."""
+    match = re.search(r"\.entry\s+\w+\s*\(([^)]*)\)", ptx)
+    if not match:
+        raise ValueError("no .entry function in the PTX")
+    return len(re.findall(r"\.param\b", match.group(1)))
+
+
+def compile_hr2o_kernel(dtype_name: str, channels: int, scale: float):
+    """Compile the Triton kernel for one dtype/channel count; returns the compiled kernel (PTX inside).
+
+    TensorRT launches an AOT kernel with exactly inputs, extra scalars and outputs. Triton >= 3.3
+    appends scratch-buffer pointers to every kernel, which TensorRT would not pass: refuse such PTX
+    with a one-line fix (TensorRT's own samples pin triton 3.2).
+    """
+    import triton
+
+    from acar_deploy.export.hr2o_triton_kernel import hr2o_attention_kernel
+
+    block_c = triton.next_power_of_2(channels)
+    ptr = f"*{dtype_name}"
+    constexprs = {"CHANNELS": channels, "BLOCK_C": block_c, "SCALE": float(scale)}
+    runtime = [ptr, ptr, ptr, "*i32", "i32", "i32", ptr]
+    names = ["q_ptr", "k_ptr", "v_ptr", "clip_ptr", "num_actors", "num_positions", "u_ptr"]
+    try:  # Triton <= 3.2 (TensorRT samples): runtime signature string, constexprs as `constants`
+        source = triton.compiler.ASTSource(fn=hr2o_attention_kernel, signature=",".join(runtime), constants=constexprs)
+    except TypeError:  # newer Triton: every parameter named in the signature, constexprs apart
+        signature = {**dict(zip(names, runtime, strict=True)), **{k: "constexpr" for k in constexprs}}
+        source = triton.compiler.ASTSource(fn=hr2o_attention_kernel, signature=signature, constexprs=constexprs)
+    kernel = triton.compile(source)
+    count = ptx_entry_parameter_count(kernel.asm["ptx"])
+    if count != KERNEL_ARGUMENTS:
+        raise RuntimeError(
+            f"{HR2O_PLUGIN_ID}: triton {triton.__version__} emits {count} kernel parameters, TensorRT passes "
+            f"{KERNEL_ARGUMENTS}: pip install 'triton==3.2.0'"
+        )
+    return kernel
+
+
+def register_hr2o_plugin() -> None:
+    """Define `acar::ACAR_HR2O` in TensorRT's plugin registry (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    trt = import_tensorrt()
+    try:
+        import tensorrt.plugin as trtp
+    except ImportError:
+        raise MissingExtraError("tensorrt", "gpu", "The ACAR_HR2O plugin (TensorRT >= 10.6, tensorrt.plugin)") from None
+
+    @trtp.register(HR2O_PLUGIN_ID)
+    def hr2o_desc(
+        q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc, batch_indices: trtp.TensorDesc, scale: float
+    ) -> trtp.TensorDesc:
+        return q.like()
+
+    @trtp.autotune(HR2O_PLUGIN_ID)
+    def hr2o_autotune(q, k, v, batch_indices, outputs):
+        return [trtp.AutoTuneCombination("FP32|FP16, FP32|FP16, FP32|FP16, INT32, FP32|FP16", "LINEAR")]
+
+    @trtp.aot_impl(HR2O_PLUGIN_ID)
+    def hr2o_aot(q, k, v, batch_indices, scale: float, outputs, tactic):
+        shape = q.shape_expr
+        channels = _constant(shape[1], "the HR2O channel count")
+        kernel = compile_hr2o_kernel(_trt_dtype_name(trt, q.dtype), channels, scale)
+        positions = shape[2] * shape[3]
+        launch = trtp.KernelLaunchParams()
+        launch.grid_x = positions
+        launch.grid_y = shape[0]
+        launch.block_x = kernel.metadata.num_warps * 32
+        launch.shared_mem = kernel.metadata.shared
+        extra_args = trtp.SymIntExprs.from_tuple([trtp.SymInt32(shape[0]), trtp.SymInt32(positions)])
+        return kernel.metadata.name.encode(), kernel.asm["ptx"].encode(), launch, extra_args
+
+    _REGISTERED = True
+
+
+def load_plugins(logger: Any | None = None) -> Any:
+    """Make every plugin the ACAR graphs need available: TensorRT's own (ROIAlign_TRT) and ours."""
+    trt = import_tensorrt()
+    logger = logger or trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")
+    register_hr2o_plugin()
+    return logger
+
+
+def parse_onnx_for_tensorrt(graph: str | os.PathLike, builder: Any, logger: Any | None = None):
+    """(network, parser) for an exported graph, with plugin nodes resolved to their plugins.
+
+    Local functions are stripped first, so TensorRT uses the plugins rather than inlining the
+    standard-op definitions. Works with TensorRT 10 (explicit batch is the default) and 11.
+    """
+    import onnx
+
+    trt = import_tensorrt()
+    logger = load_plugins(logger)
+    model = onnx.load(str(graph))
+    prepared = prepare_for_tensorrt(model)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(prepared.SerializeToString(), str(Path(graph).parent)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise InputError(f"{graph}: TensorRT cannot parse the graph: {errors}")
+    return network, parser

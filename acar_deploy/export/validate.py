@@ -1,0 +1,351 @@
+"""Validation of exported graphs: onnx.checker (full), shape inference, and ORT vs eager.
+
+ORT is compared with eager PyTorch on realistic inputs for several box counts R and batch sizes B
+(and a second frame size when the graph has dynamic frame sizes), per output, against the tolerance
+that the part's spec declares. Used by `export_model` before anything is written, and on its own by
+`validate_export(path)` / `acar-deploy validate`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acar_deploy.artifacts import sha256_file
+from acar_deploy.errors import GateFailedError, InputError
+from acar_deploy.export.specs import ExportGeometry, Normalization, PartSpec, make_spec
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "acar-deploy-export"
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """Which cases ORT is compared with eager on; the seed makes the inputs reproducible."""
+
+    rois: tuple[int, ...] = (1, 3, 17)
+    batches: tuple[int, ...] = (1, 2)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ValidationRow:
+    part: str
+    output: str
+    R: int | None
+    B: int
+    size: tuple[int, int]
+    max_abs: float
+    max_rel: float
+    atol: float
+    rtol: float
+    ok: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "part": self.part, "output": self.output, "R": self.R, "B": self.B, "size": list(self.size),
+            "max_abs": self.max_abs, "max_rel": self.max_rel, "atol": self.atol, "rtol": self.rtol,
+            "ok": self.ok,
+        }
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    path: str
+    rows: tuple[ValidationRow, ...]
+    checks: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.rows)
+
+    @property
+    def failures(self) -> tuple[ValidationRow, ...]:
+        return tuple(r for r in self.rows if not r.ok)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "ok": self.ok, "checks": list(self.checks),
+                "validation": [r.to_dict() for r in self.rows]}
+
+
+class ValidationError(GateFailedError):
+    """ORT differs from eager beyond a declared tolerance; `report` holds the whole table."""
+
+    def __init__(self, report: ValidationReport):
+        worst = max(report.failures, key=lambda r: r.max_abs / max(r.atol, 1e-30))
+        r_text = f" R={worst.R}" if worst.R is not None else ""
+        super().__init__(
+            f"{report.path}: ONNX Runtime differs from eager beyond tolerance in {len(report.failures)} of "
+            f"{len(report.rows)} cases (worst: {worst.part}/{worst.output}{r_text} B={worst.B} "
+            f"{worst.size[0]}x{worst.size[1]}: max_abs {worst.max_abs:.3g} > atol {worst.atol:g})"
+        )
+        self.report = report
+
+
+# ---- graph checks ------------------------------------------------------------------------------
+
+
+def load_graph(path: str | os.PathLike):
+    """Load an ONNX file; a missing, truncated or corrupted file is an InputError naming it."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: graph file not found; re-run `acar-deploy export` for this folder")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+        raise InputError(
+            f"{path}: not a readable ONNX graph (truncated or corrupted: {type(exc).__name__}); "
+            "re-run `acar-deploy export --force`"
+        ) from None
+    if not model.graph.node:
+        raise InputError(f"{path}: the ONNX graph is empty (truncated or corrupted); re-run `acar-deploy export --force`")
+    return model
+
+
+def check_graph(model, path: str | os.PathLike, spec: PartSpec) -> list[str]:
+    """onnx.checker (full) and strict shape inference; inputs/outputs must be the spec's."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise GateFailedError(f"{path}: onnx.checker rejects the graph: {str(exc).splitlines()[0]}") from None
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
+        raise GateFailedError(f"{path}: ONNX shape inference fails: {str(exc).splitlines()[0]}") from None
+    names_in = [i.name for i in inferred.graph.input]
+    names_out = [o.name for o in inferred.graph.output]
+    want_in = [s.name for s in spec.inputs]
+    want_out = [s.name for s in spec.outputs]
+    if names_in != want_in or names_out != want_out:
+        raise GateFailedError(
+            f"{path}: graph inputs/outputs are {names_in} -> {names_out}, the {spec.part} spec says "
+            f"{want_in} -> {want_out}"
+        )
+    for out, want in zip(inferred.graph.output, spec.outputs, strict=True):
+        rank = len(out.type.tensor_type.shape.dim)
+        if rank != len(want.shape):
+            raise GateFailedError(f"{path}: output {out.name} has rank {rank}, expected {len(want.shape)}")
+    return [f"{spec.part}: onnx.checker full check ok", f"{spec.part}: shape inference ok"]
+
+
+# ---- ORT vs eager ------------------------------------------------------------------------------
+
+
+def _errors(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    if diff.size == 0:
+        return 0.0, 0.0
+    scale = np.maximum(np.abs(expected.astype(np.float64)), 1e-6)
+    return float(diff.max()), float((diff / scale).max())
+
+
+def _within(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> bool:
+    if actual.shape != expected.shape:
+        return False
+    return bool(np.all(np.abs(actual.astype(np.float64) - expected) <= atol + rtol * np.abs(expected.astype(np.float64))))
+
+
+def validation_cases(spec: PartSpec, settings: ValidationSettings) -> list[tuple[int | None, int, tuple[int, int]]]:
+    """(R, B, frame size) cases: R is irrelevant for the backbone (None)."""
+    sizes = [spec.geometry.input_size]
+    if spec.geometry.dynamic_size:
+        sizes.append(spec.geometry.second_input_size())
+    rois: Sequence[int | None] = (None,) if spec.part == "backbone" else settings.rois
+    return [(r, b, s) for s in sizes for b in settings.batches for r in rois]
+
+
+def compare_part(
+    graph_path: str | os.PathLike,
+    spec: PartSpec,
+    eager_module,
+    settings: ValidationSettings = ValidationSettings(),
+    on_case: Callable[[], None] | None = None,
+) -> list[ValidationRow]:
+    """Run the graph in ONNX Runtime and `eager_module` on the same inputs; one row per output and case."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(graph_path), providers=["CPUExecutionProvider"])
+    rows: list[ValidationRow] = []
+    for index, (count, batch, size) in enumerate(validation_cases(spec, settings)):
+        rng = np.random.default_rng([settings.seed, index])
+        feeds = spec.example_inputs(rng, batch, count or 1, size)
+        with torch.inference_mode():
+            expected = eager_module(*(torch.from_numpy(feeds[s.name].copy()) for s in spec.inputs))
+        if isinstance(expected, torch.Tensor):
+            expected = (expected,)
+        expected = [e.detach().float().numpy() for e in expected]
+        actual = session.run([s.name for s in spec.outputs], feeds)
+        for out_spec, got, ref in zip(spec.outputs, actual, expected, strict=True):
+            tol = spec.tolerance(out_spec.name)
+            shape_ok = got.shape == ref.shape
+            max_abs, max_rel = _errors(got, ref) if shape_ok else (float("inf"), float("inf"))
+            rows.append(
+                ValidationRow(
+                    part=spec.part, output=out_spec.name, R=count, B=batch, size=tuple(size),
+                    max_abs=max_abs, max_rel=max_rel, atol=tol.atol, rtol=tol.rtol,
+                    ok=shape_ok and _within(got, ref, tol.atol, tol.rtol),
+                )
+            )
+        if on_case is not None:
+            on_case()
+    return rows
+
+
+# ---- whole export folders ----------------------------------------------------------------------
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        raise InputError(f"{folder}: export folder not found; create it with `acar-deploy export --out {folder}`")
+    if not path.is_file():
+        raise InputError(f"{path}: no manifest.json; this is not an export folder (re-run `acar-deploy export`)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        line = getattr(exc, "lineno", None)
+        where = f"{path}:{line}" if line else str(path)
+        raise InputError(f"{where}: manifest.json is not valid JSON; re-run `acar-deploy export --force`") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise InputError(f"{path}: not an acar-deploy export manifest (format != {MANIFEST_FORMAT!r})")
+    if not isinstance(manifest.get("parts"), dict) or not manifest["parts"]:
+        raise InputError(f"{path}: manifest lists no parts; re-run `acar-deploy export --force`")
+    return manifest
+
+
+def geometry_from_manifest(manifest: dict[str, Any]) -> ExportGeometry:
+    norm = manifest["normalization"]
+    context = None
+    for part in manifest["parts"].values():
+        for tensor in part["inputs"] + part["outputs"]:
+            if tensor["name"] == "context":
+                context = tensor["shape"]
+    channels, ctx_size = manifest["context"]["channels"], tuple(manifest["context"]["size"])
+    if context is not None and isinstance(context[1], int):
+        channels = context[1]
+    return ExportGeometry(
+        input_size=tuple(manifest["input_size"]),
+        context_size=ctx_size,
+        context_channels=channels,
+        num_classes=len(manifest["classes"]) if manifest.get("classes") else manifest["config"]["head"]["num_classes"],
+        normalization=Normalization(norm["norm_value"], tuple(norm["mean"]), tuple(norm["std"])),
+        dynamic_size=bool(manifest["dynamic_size"]),
+    )
+
+
+def _eager_model_for(manifest: dict[str, Any], folder: Path, checkpoint: str | os.PathLike | None):
+    from acar_deploy.export.exporter import load_eager_model
+
+    source = manifest.get("source", {})
+    ckpt = checkpoint if checkpoint is not None else source.get("checkpoint")
+    if ckpt is not None:
+        ckpt = Path(ckpt)
+        if not ckpt.is_file():
+            raise InputError(
+                f"{ckpt}: checkpoint recorded in {folder / MANIFEST_NAME} not found; pass --checkpoint CKPT"
+            )
+        want = manifest.get("checkpoint_sha256")
+        if want and sha256_file(ckpt) != want:
+            raise InputError(
+                f"{ckpt}: sha256 differs from checkpoint_sha256 in {folder / MANIFEST_NAME}; "
+                "pass the checkpoint the graphs were exported from"
+            )
+    from acar_deploy.model.config import ModelConfig
+
+    config = ModelConfig.from_dict(manifest["config"], source=str(folder / MANIFEST_NAME))
+    model, _ = load_eager_model(ckpt, config, seed=int(source.get("seed", 0)))
+    return model
+
+
+def validate_export(
+    path: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    settings: ValidationSettings = ValidationSettings(),
+    raise_on_failure: bool = True,
+    progress: bool = False,
+) -> ValidationReport:
+    """Check every graph of an export folder and compare it with eager; raise ValidationError on a miss.
+
+    The eager model is rebuilt from the checkpoint recorded in the manifest (or `checkpoint`, whose
+    sha256 must match), or from the recorded seed when the export used a random init.
+    """
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    geometry = geometry_from_manifest(manifest)
+    graphs = {}
+    checks: list[str] = []
+    for part, entry in manifest["parts"].items():
+        spec = make_spec(part, geometry)
+        graph_path = folder / entry.get("file", spec.file)
+        model = load_graph(graph_path)  # readable at all?
+        if entry.get("sha256") and sha256_file(graph_path) != entry["sha256"]:
+            raise InputError(
+                f"{graph_path}: sha256 differs from manifest.json (modified or truncated); "
+                "re-run `acar-deploy export --force`"
+            )
+        checks += check_graph(model, graph_path, spec)
+        graphs[part] = (spec, graph_path)
+    eager = _eager_model_for(manifest, folder, checkpoint)
+    rows: list[ValidationRow] = []
+    with _progress_bar(progress, sum(len(validation_cases(s, settings)) for s, _ in graphs.values())) as step:
+        for spec, graph_path in graphs.values():
+            rows += compare_part(graph_path, spec, spec.module(eager).eval(), settings, on_case=step)
+    report = ValidationReport(str(folder), tuple(rows), tuple(checks))
+    if raise_on_failure and not report.ok:
+        raise ValidationError(report)
+    return report
+
+
+class _NoProgress:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress_bar(enabled: bool, total: int):
+    """A rich progress bar over validation cases (stderr), or nothing."""
+    if not enabled:
+        return _NoProgress()
+    import contextlib
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(console=Console(stderr=True), transient=True) as prog:
+            task = prog.add_task("ORT vs eager", total=total)
+            yield lambda: prog.advance(task)
+
+    return bar()
+
+
+def render_table(report: ValidationReport):
+    """A rich Table of the validation rows (the CLI prints it)."""
+    from rich.table import Table
+
+    table = Table(title=f"validation: {report.path}", show_lines=False)
+    for name in ("part", "output", "R", "B", "size", "max_abs", "max_rel", "atol", "ok"):
+        table.add_column(name, justify="right" if name not in ("part", "output") else "left")
+    for r in report.rows:
+        table.add_row(
+            r.part, r.output, "-" if r.R is None else str(r.R), str(r.B), f"{r.size[0]}x{r.size[1]}",
+            f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", f"{r.atol:.0e}",
+            "[green]ok[/green]" if r.ok else "[red]FAIL[/red]",
+        )
+    return table
