@@ -35,9 +35,12 @@ def _root(
 
 # Each command module registers its commands on `app` (one import line per group).
 # (command imports follow)
+from acar_deploy.cli import detect as _detect  # noqa: E402,F401
 from acar_deploy.cli import evaluate as _evaluate  # noqa: E402,F401
 from acar_deploy.cli import export as _export  # noqa: E402,F401
 from acar_deploy.cli import info as _info  # noqa: E402,F401
+from acar_deploy.cli import synth as _synth  # noqa: E402,F401
+from acar_deploy.cli import train as _train  # noqa: E402,F401
 
 
 def main() -> None:

@@ -244,7 +244,8 @@ def _measure_geometry(model, config, input_size: tuple[int, int], dynamic_size: 
     import torch
 
     norm = Normalization(float(config.input.norm_value), tuple(config.input.mean), tuple(config.input.std))
-    clips = torch.from_numpy(random_clips(np.random.default_rng(0), 1, input_size, norm))
+    num_frames = int(config.input.num_frames)
+    clips = torch.from_numpy(random_clips(np.random.default_rng(0), 1, input_size, norm, num_frames))
     with torch.inference_mode():
         context = model.context(clips)
     return ExportGeometry(
@@ -254,6 +255,7 @@ def _measure_geometry(model, config, input_size: tuple[int, int], dynamic_size: 
         num_classes=int(config.head.num_classes),
         normalization=norm,
         dynamic_size=dynamic_size,
+        num_frames=num_frames,
     )
 
 

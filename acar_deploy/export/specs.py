@@ -72,6 +72,7 @@ class ExportGeometry:
     num_classes: int
     normalization: Normalization = field(default_factory=Normalization)
     dynamic_size: bool = False
+    num_frames: int = NUM_FRAMES  # config input.num_frames (32 for the official configs)
 
     @property
     def context_stride(self) -> int:
@@ -96,11 +97,12 @@ class ExportGeometry:
 
 
 def random_clips(
-    rng: np.random.Generator, batch: int, frame_size: tuple[int, int], norm: Normalization
+    rng: np.random.Generator, batch: int, frame_size: tuple[int, int], norm: Normalization,
+    num_frames: int = NUM_FRAMES,
 ) -> np.ndarray:
-    """[B, 3, 32, H, W] float32: random 8-bit pixels, normalised exactly like real clips."""
+    """[B, 3, T, H, W] float32 (T = 32 by default): random 8-bit pixels, normalised like real clips."""
     height, width = frame_size
-    pixels = rng.integers(0, 256, size=(batch, 3, NUM_FRAMES, height, width)).astype(np.float32)
+    pixels = rng.integers(0, 256, size=(batch, 3, num_frames, height, width)).astype(np.float32)
     mean = np.asarray(norm.mean, np.float32).reshape(1, 3, 1, 1, 1)
     std = np.asarray(norm.std, np.float32).reshape(1, 3, 1, 1, 1)
     return ((pixels / np.float32(norm.norm_value) - mean) / std).astype(np.float32)
@@ -159,7 +161,7 @@ class PartSpec:
         return self.geometry.context_size
 
     def clips_spec(self) -> TensorSpec:
-        return TensorSpec("clips", ("B", 3, NUM_FRAMES, *self._frame_dims()))
+        return TensorSpec("clips", ("B", 3, self.geometry.num_frames, *self._frame_dims()))
 
     def context_spec(self) -> TensorSpec:
         return TensorSpec("context", ("B", self.geometry.context_channels, *self._context_dims()))
@@ -220,7 +222,7 @@ class BackboneSpec(PartSpec):
 
     def example_inputs(self, rng, batch, rois, frame_size=None):
         size = frame_size or self.geometry.input_size
-        return {"clips": random_clips(rng, batch, size, self.geometry.normalization)}
+        return {"clips": random_clips(rng, batch, size, self.geometry.normalization, self.geometry.num_frames)}
 
     def module(self, model):
         from acar_deploy.export.part_modules import BackbonePart
@@ -272,7 +274,7 @@ class FusedSpec(PartSpec):
     def example_inputs(self, rng, batch, rois, frame_size=None):
         size = frame_size or self.geometry.input_size
         return {
-            "clips": random_clips(rng, batch, size, self.geometry.normalization),
+            "clips": random_clips(rng, batch, size, self.geometry.normalization, self.geometry.num_frames),
             "rois": random_rois(rng, rois, batch),
         }
 

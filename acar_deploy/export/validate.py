@@ -243,6 +243,7 @@ def geometry_from_manifest(manifest: dict[str, Any]) -> ExportGeometry:
         num_classes=len(manifest["classes"]) if manifest.get("classes") else manifest["config"]["head"]["num_classes"],
         normalization=Normalization(norm["norm_value"], tuple(norm["mean"]), tuple(norm["std"])),
         dynamic_size=bool(manifest["dynamic_size"]),
+        num_frames=int(manifest["config"]["input"].get("num_frames", 32)),
     )
 
 

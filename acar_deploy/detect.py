@@ -1,0 +1,293 @@
+"""Action detection on a video: person boxes in, AVA predictions (and rendered keyframes) out.
+
+`detect` runs the eager model over every keyframe that has proposals scoring >= the threshold
+(0.85, as the official evaluation), with the official clip pipeline, and writes one AVA prediction
+row per box and class (`video,timestamp,x1,y1,x2,y2,action_id,score`, all 60 classes, like the
+official `val_epoch`). `render_keyframe` draws boxes and the top actions onto a frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acar_deploy.errors import InputError
+
+DEFAULT_SCORE_THRESHOLD = 0.85
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    checkpoint: Path
+    media: Path  # a video file or a frame folder
+    boxes: Path  # person proposals CSV (video,timestamp,x1,y1,x2,y2,[action],score)
+    out: Path  # AVA predictions CSV
+    config: str | None = None  # None: the config stored in an acar-deploy checkpoint
+    render_dir: Path | None = None
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    video_id: str | None = None  # None: the file/folder name, or the only video in the CSV
+    start_seconds: float = 0.0  # second the frames start at (900 for AVA frame folders)
+    labelmap: Path | None = None  # classes to draw (e.g. a reduced map); None: all
+    top_k: int = 3
+    device: str = "cpu"
+    force: bool = False
+
+
+@dataclass
+class DetectResult:
+    out: Path
+    video_id: str
+    keyframes: int
+    boxes: int
+    rendered: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BoxScores:
+    """Scores of one box of one keyframe, in the model's class order."""
+
+    video_id: str
+    timestamp: int
+    box: np.ndarray  # original (x1, y1, x2, y2), normalised
+    scores: np.ndarray  # [num_classes]
+
+
+def predict_keyframes(model: Any, loader: Any, device: Any, progress: Any = None) -> Iterator[BoxScores]:
+    """Run the model over a keyframe loader; one BoxScores per surviving box, sample then box order."""
+    import torch
+
+    from acar_deploy.model.scores import action_scores
+
+    model.eval()
+    with torch.inference_mode():
+        for batch in loader:
+            if progress is not None:
+                progress()
+            if batch["rois"].shape[0] == 0:
+                continue
+            logits = model(batch["clips"].to(device), batch["rois"].to(device))
+            scores = action_scores(logits.float()).cpu().numpy()
+            row = 0
+            for vid, ts, boxes in zip(batch["video_ids"], batch["timestamps"], batch["boxes"], strict=True):
+                for box in boxes:
+                    yield BoxScores(vid, int(ts), np.asarray(box, np.float32), scores[row])
+                    row += 1
+
+
+def predictions_table(results: Sequence[BoxScores], class_ids: Sequence[int]) -> Any:
+    """AvaPredictions with every class of every box (the official val_epoch writes all of them)."""
+    from acar_deploy.data.ava_csv import AvaPredictions
+
+    n, c = len(results), len(class_ids)
+    boxes = np.repeat(np.stack([r.box for r in results]).astype(np.float64), c, 0) if n else np.zeros((0, 4))
+    return AvaPredictions(
+        video_id=np.repeat(np.array([r.video_id for r in results], dtype=object), c),
+        timestamp=np.repeat(np.array([str(r.timestamp) for r in results], dtype=object), c),
+        boxes=boxes,
+        action_id=np.tile(np.asarray(class_ids, np.int64), n),
+        score=np.concatenate([r.scores for r in results]).astype(np.float64) if n else np.zeros(0),
+    )
+
+
+@dataclass(frozen=True)
+class SplitEvaluation:
+    mAP: float
+    per_class: dict[int, float]
+    predictions: Path
+
+
+def evaluate_split(
+    model: Any, data: Any, spec: Any, device: Any, predictions_out: Path, workers: int = 0,
+    min_score: float = DEFAULT_SCORE_THRESHOLD,
+) -> SplitEvaluation:
+    """Predict the val split of a dataset folder, write the CSV, and score it with the AVA frame-mAP."""
+    import torch
+
+    from acar_deploy.data.ava_csv import (
+        read_annotations,
+        read_exclusions,
+        read_predictions,
+        write_predictions,
+    )
+    from acar_deploy.data.dataset import KeyframeDataset, make_loader, model_class_ids
+    from acar_deploy.data.labelmap import read_labelmap
+    from acar_deploy.eval import frame_map
+
+    class_ids = model_class_ids(model.config.head.num_classes)
+    dataset = KeyframeDataset(data.val_keyframes(min_score), data.media_dir, class_ids, spec=spec,
+                              start_seconds=data.start_seconds)
+    loader = make_loader(dataset, 1, shuffle=False, num_workers=workers)
+    devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # validation must not move the training RNG streams
+        results = list(predict_keyframes(model, loader, device))
+    write_predictions(predictions_table(results, class_ids), predictions_out)
+    gt = read_annotations(data.path("val_annotations"))
+    exclusions = read_exclusions(data.path("val_exclusions")) if data.path("val_exclusions") else None
+    labelmap = read_labelmap(data.path("labelmap")) if data.path("labelmap") else None
+    # score what was written (3 decimals), exactly as `acar-deploy evaluate` would
+    result = frame_map(gt, read_predictions(predictions_out), labelmap=labelmap, exclusions=exclusions)
+    return SplitEvaluation(float(result.mAP), dict(result.per_class), predictions_out)
+
+
+def _proposals_for_video(boxes_csv: Path, video_id: str | None, media: Path) -> tuple[str, list[tuple]]:
+    from acar_deploy.data.ava_csv import read_proposals
+    from acar_deploy.data.dataset import proposal_rows
+
+    rows = proposal_rows(read_proposals(boxes_csv))
+    videos = sorted({str(r[0]) for r in rows})
+    if video_id is None:
+        stem = media.stem if media.is_file() else media.name
+        if stem in videos:
+            video_id = stem
+        elif len(videos) == 1:
+            video_id = videos[0]
+        else:
+            raise InputError(
+                f"{boxes_csv}: holds boxes of {len(videos)} videos and none is named {stem!r}; "
+                "pass --video-id to pick one"
+            )
+    selected = [r for r in rows if str(r[0]) == video_id]
+    if not selected:
+        raise InputError(f"{boxes_csv}: no boxes for video {video_id!r}; check --video-id or the CSV")
+    return video_id, selected
+
+
+def detect(settings: DetectSettings) -> DetectResult:
+    """Predictions CSV (and optional rendered keyframes) for one video."""
+    import torch
+
+    from acar_deploy.artifacts import check_can_write
+    from acar_deploy.data.ava_csv import write_predictions
+    from acar_deploy.data.clips import ClipSpec, keyframe_index, open_frames
+    from acar_deploy.data.dataset import KeyframeDataset, inference_keyframes, make_loader, model_class_ids
+    from acar_deploy.model.checkpoint import load_model
+
+    check_can_write(Path(settings.out), settings.force)
+    if settings.render_dir is not None:
+        check_can_write(Path(settings.render_dir), settings.force)
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device on this machine; use --device cpu")
+    device = torch.device(settings.device)
+    media = Path(settings.media)
+    source = open_frames(media)
+    video_id, rows = _proposals_for_video(Path(settings.boxes), settings.video_id, media)
+    keyframes = inference_keyframes(rows, settings.score_threshold)
+    model = load_model(settings.checkpoint, settings.config).to(device)
+    spec = ClipSpec.from_model_config(model.config)
+    class_ids = model_class_ids(model.config.head.num_classes)
+    dataset = KeyframeDataset(keyframes, media.parent, class_ids, spec=spec, start_seconds=settings.start_seconds)
+    dataset._sources[video_id] = source  # the given file/folder, whatever its name (the only video)
+    loader = make_loader(dataset, 1, shuffle=False, num_workers=0)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"detecting {video_id}", total=len(dataset))
+        results = list(predict_keyframes(model, loader, device, lambda: progress.advance(task)))
+    write_predictions(predictions_table(results, class_ids), settings.out)
+    rendered: list[Path] = []
+    if settings.render_dir is not None:
+        names = _class_names(settings.labelmap)
+        by_time: dict[int, list[BoxScores]] = {}
+        for r in results:
+            by_time.setdefault(r.timestamp, []).append(r)
+        images = {}
+        for ts, items in sorted(by_time.items()):
+            (frame,) = source.read([min(keyframe_index(ts, spec.fps, settings.start_seconds), source.frame_count())])
+            images[ts] = render_keyframe(
+                frame, np.stack([r.box for r in items]), np.stack([r.scores for r in items]),
+                class_ids, names, top_k=settings.top_k, title=f"{video_id} @ {ts}s",
+            )
+        rendered = _write_renders(Path(settings.render_dir), video_id, images, settings.force)
+    return DetectResult(Path(settings.out), video_id, len(keyframes), len(results), rendered)
+
+
+def _write_renders(target: Path, video_id: str, images: dict[int, Any], force: bool) -> list[Path]:
+    """PNGs `<video>_<timestamp>.png` in a folder, or one MP4 showing each keyframe for a second."""
+    from acar_deploy.artifacts import atomic_dir, atomic_file
+
+    if target.suffix.lower() == ".mp4":
+        import av
+
+        if not images:
+            raise InputError(f"{target}: no keyframe had boxes above the threshold; nothing to render")
+        first = next(iter(images.values()))
+        width, height = first.width - first.width % 2, first.height - first.height % 2
+        with atomic_file(target, force=force) as fh, av.open(fh, mode="w", format="mp4") as container:
+            stream = container.add_stream("mpeg4", rate=1, options={"qscale": "2"})
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for i, image in enumerate(images.values()):
+                frame = av.VideoFrame.from_image(image.resize((width, height)))
+                frame.pts = i
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        return [target]
+    with atomic_dir(target, force=force) as tmp:
+        for ts, image in images.items():
+            image.save(tmp / f"{video_id}_{ts:04d}.png")
+    return [target / f"{video_id}_{ts:04d}.png" for ts in images]
+
+
+def _class_names(labelmap: Path | None) -> dict[int, str]:
+    from acar_deploy.data.labelmap import read_labelmap
+
+    path = labelmap if labelmap is not None else Path(__file__).parent / "data" / "ava_action_list_v2.1.pbtxt"
+    return read_labelmap(path).as_dict()
+
+
+BOX_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+               (70, 240, 240), (240, 50, 230))
+
+
+def render_keyframe(
+    frame: Any,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: Sequence[int],
+    class_names: Mapping[int, str],
+    top_k: int = 3,
+    min_score: float = 0.0,
+    min_height: int = 360,
+    title: str | None = None,
+) -> Any:
+    """The frame (upscaled to >= min_height) with each box and its top-k actions (name and score).
+
+    Only classes in `class_names` are drawn, so a reduced label map limits the labels to its classes.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = frame.convert("RGB") if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame, np.uint8))
+    if image.height < min_height:
+        scale = min_height / image.height
+        image = image.resize((round(image.width * scale), min_height), Image.BILINEAR)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    w, h = image.size
+    allowed = [j for j, c in enumerate(class_ids) if int(c) in class_names]
+    for i, (box, sc) in enumerate(zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores), strict=True)):
+        colour = BOX_COLOURS[i % len(BOX_COLOURS)]
+        x1, y1, x2, y2 = (float(box[0]) * w, float(box[1]) * h, float(box[2]) * w, float(box[3]) * h)
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=max(2, h // 180))
+        order = sorted(allowed, key=lambda j: -float(sc[j]))[:top_k]
+        lines = [f"{class_names[int(class_ids[j])]} {float(sc[j]):.2f}" for j in order if float(sc[j]) >= min_score]
+        heights = [draw.textbbox((0, 0), line, font=font)[3] + 3 for line in lines]
+        y = max(0.0, y1 - sum(heights) - 2)  # above the box, so the actor stays visible
+        for line, step in zip(lines, heights, strict=True):
+            left, top, right, bottom = draw.textbbox((x1 + 2, y), line, font=font)
+            draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=(0, 0, 0))
+            draw.text((x1 + 2, y), line, fill=colour, font=font)
+            y += step
+    if title:
+        draw.text((4, 4), title, fill=(255, 255, 255), font=font)
+    return image
+
+
+__all__ = [
+    "DetectSettings", "DetectResult", "BoxScores", "detect", "render_keyframe", "predict_keyframes",
+    "predictions_table", "evaluate_split",
+]
