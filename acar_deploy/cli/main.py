@@ -35,6 +35,7 @@ def _root(
 
 # Each command module registers its commands on `app` (one import line per group).
 # (command imports follow)
+from acar_deploy.cli import build as _build  # noqa: E402,F401
 from acar_deploy.cli import detect as _detect  # noqa: E402,F401
 from acar_deploy.cli import evaluate as _evaluate  # noqa: E402,F401
 from acar_deploy.cli import export as _export  # noqa: E402,F401

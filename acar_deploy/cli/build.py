@@ -1,0 +1,92 @@
+"""`acar-deploy build`: an export folder -> an ONNX Runtime or TensorRT engine folder."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from acar_deploy.cli.errors import handle_errors
+from acar_deploy.cli.main import app
+from acar_deploy.engines import defaults
+
+
+class RuntimeChoice(str, Enum):
+    ort = "ort"
+    trt = "trt"
+
+
+class PrecisionChoice(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class CalibMethodChoice(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command(
+    "build",
+    help="Build an engine from an export folder: ONNX Runtime or TensorRT, fp32/fp16/int8.\n\n"
+    "Examples:\n\n"
+    "  acar-deploy build export/acar_tiny --runtime ort --precision fp16\n\n"
+    "  acar-deploy build export/acar_tiny --precision int8 --calib-data calib/ --calib-method entropy\n\n"
+    "  acar-deploy build export/acar_r50 --runtime trt --precision fp16 --rois 1:8:32 --force",
+)
+@handle_errors
+def build_command(
+    export_dir: Annotated[Path, typer.Argument(help="Export folder (holds manifest.json), e.g. export/acar_tiny.")],
+    runtime: Annotated[RuntimeChoice, typer.Option(help="Target runtime.")] = RuntimeChoice.ort,
+    precision: Annotated[PrecisionChoice, typer.Option(help="fp16 keeps attention logits, softmax, norms in fp32.")] = PrecisionChoice.fp32,
+    calib_data: Annotated[Path | None, typer.Option(help="INT8: folder of .npz files with 'clips' and 'rois'.")] = None,
+    calib_clips: Annotated[int | None, typer.Option(help=f"INT8: number of calibration keyframes (default {defaults.CALIB_CLIPS}).")] = None,
+    calib_method: Annotated[CalibMethodChoice, typer.Option(help="INT8 calibration method.")] = CalibMethodChoice.minmax,
+    int8_stem: Annotated[bool, typer.Option("--int8-stem/--fp32-stem", help="INT8: quantize the two stem convs too (slow on CPU).")] = False,
+    rois: Annotated[str | None, typer.Option(help=f"TensorRT RoI profile MIN:OPT:MAX (default {':'.join(map(str, defaults.ROI_PROFILE))}).")] = None,
+    clips: Annotated[str | None, typer.Option(help=f"TensorRT clip-batch profile MIN:OPT:MAX (default {':'.join(map(str, defaults.CLIP_PROFILE))}).")] = None,
+    workspace_gib: Annotated[float | None, typer.Option(help=f"TensorRT workspace limit in GiB (default {defaults.WORKSPACE_GIB:g}).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Engine folder (default engines/NAME-RUNTIME-PRECISION).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing engine folder.")] = False,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Summary as text or JSON.")] = OutputFormat.text,
+) -> None:
+    from dataclasses import replace
+
+    from acar_deploy.engines import BuildSettings, CalibMethod, ShapeRange, build_engine
+
+    settings = BuildSettings(export_dir=export_dir, runtime=runtime.value, precision=precision.value, out_dir=out,
+                             force=force)
+    int8 = replace(settings.int8, calib_data=calib_data, calib_method=CalibMethod(calib_method.value),
+                   keep_stem_fp32=not int8_stem)
+    if calib_clips is not None:
+        int8 = replace(int8, calib_clips=calib_clips)
+    trt = settings.trt
+    if rois is not None:
+        trt = replace(trt, rois=ShapeRange.parse(rois, "--rois"))
+    if clips is not None:
+        trt = replace(trt, clips=ShapeRange.parse(clips, "--clips"))
+    if workspace_gib is not None:
+        trt = replace(trt, workspace_gib=workspace_gib)
+    info = build_engine(replace(settings, int8=int8, trt=trt), progress=output_format == OutputFormat.text)
+    summary = info.summary()
+    if output_format == OutputFormat.json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"built {summary['path']} ({summary['runtime']} {summary['precision']}) in {summary['build_seconds']:.1f} s")
+    for part, path in summary["parts"].items():
+        fp32 = summary["fp32_nodes"].get(part, 0)
+        hit = " (engine cache hit)" if summary["cache_hits"].get(part) else ""
+        typer.echo(f"  {part}: {path}{'' if precision == PrecisionChoice.fp32 else f', {fp32} nodes kept fp32'}{hit}")
+    if summary["calibration"]:
+        c = summary["calibration"]
+        typer.echo(f"  calibration: {c['clips']} clips, {c['rois']} boxes, {c['method']}, sha256 {c['sha256'][:12]}")

@@ -1,0 +1,93 @@
+"""Eager PyTorch runner: the reference every engine is compared against (fp32, inference mode)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acar_deploy.engines.runner import Runner
+
+
+class EagerRunner(Runner):
+    """Wraps an `ACARModel` (or anything with `context(clips)` and `head(context, rois)`).
+
+    `EagerRunner.from_checkpoint("runs/tiny/ckpt_6.pt")`, or `EagerRunner(model)`. On a CUDA model the
+    stages are synchronised and H2D / D2H are timed apart, as for TensorRT.
+    """
+
+    def __init__(self, model: Any, name: str = "eager", num_threads: int | None = None):
+        head_config = getattr(getattr(model, "config", None), "head", None)
+        num_classes = int(getattr(head_config, "num_classes", 0) or 0)
+        super().__init__(name, num_classes)
+        self.model = model
+        self.num_threads = num_threads
+        self.metadata.update({"runtime": "pytorch", "precision": "fp32", "provider": "eager", "device": "cpu"})
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str | Path | None, config: str | Path | None = None, **kwargs: Any
+    ) -> EagerRunner:
+        from acar_deploy.model import load_model
+
+        label = Path(checkpoint).name if checkpoint else "random-init"
+        return cls(load_model(checkpoint, config), name=f"eager:{label}", **kwargs)
+
+    def _activate(self) -> None:
+        import torch
+
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        self.model = self.model.eval().float()
+        self._device = next(self.model.parameters()).device
+        self.metadata["device"] = str(self._device)
+        self.metadata["versions"]["torch"] = torch.__version__
+        if not self.num_classes:
+            linears = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)]
+            self.num_classes = linears[-1].out_features if linears else 0
+
+    def _close(self) -> None:
+        pass
+
+    def _stage(self, stages: dict[str, float], name: str, fn: Any, *args: Any) -> Any:
+        import torch
+
+        cuda = self._device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self._device)
+        start = time.perf_counter()
+        result = fn(*args)
+        if cuda:
+            torch.cuda.synchronize(self._device)
+        stages[name] = time.perf_counter() - start
+        return result
+
+    def _to_device(self, *arrays: np.ndarray) -> list[Any]:
+        import torch
+
+        return [torch.from_numpy(a.copy()).to(self._device) for a in arrays]  # copy: the head scales rois in place
+
+    def _infer_split(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        stages: dict[str, float] = {}
+        with torch.inference_mode():
+            clips_t, rois_t = self._stage(stages, "h2d", self._to_device, clips, rois)
+            context = self._stage(stages, "backbone", self.model.context, clips_t)
+            logits = self._stage(stages, "head", self.model.head, context, rois_t)
+            out = self._stage(stages, "d2h", lambda t: t.float().cpu().numpy(), logits)
+        self.last_stage_times = stages if self._device.type == "cuda" else {k: stages[k] for k in ("backbone", "head")}
+        return {"logits": out}
+
+    def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        stages: dict[str, float] = {}
+        with torch.inference_mode():
+            context_t, rois_t = self._stage(stages, "h2d", self._to_device, context, rois)
+            logits = self._stage(stages, "head", self.model.head, context_t, rois_t)
+            out = self._stage(stages, "d2h", lambda t: t.float().cpu().numpy(), logits)
+        self.last_stage_times = stages if self._device.type == "cuda" else {"head": stages["head"]}
+        return {"logits": out}

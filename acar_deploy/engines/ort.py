@@ -1,0 +1,164 @@
+"""ONNX Runtime runner: runs an export folder (fp32) or an ORT engine folder (fp32/fp16/int8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acar_deploy.engines import defaults
+from acar_deploy.engines.folders import EngineFolder, ExportFolder, folder_kind, num_classes_of
+from acar_deploy.engines.runner import Runner, timed
+from acar_deploy.errors import InputError
+
+GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "layout", "all")
+
+
+@dataclass(frozen=True)
+class OrtSessionSettings:
+    """Provider order and threading; `providers=None` takes TensorRT EP -> CUDA EP -> CPU, as available."""
+
+    providers: tuple[str, ...] | None = None
+    intra_op_num_threads: int = 0  # 0 = ORT's default (one per physical core)
+    inter_op_num_threads: int = 0
+    graph_optimization_level: str = defaults.ORT_GRAPH_OPTIMIZATION
+    graph: str = "auto"  # "split" (backbone + head), "fused", or "auto" (split when present)
+
+
+def available_providers(requested: tuple[str, ...] | None = None) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if requested:
+        unknown = [p for p in requested if p not in available]
+        if unknown:
+            raise InputError(f"ONNX Runtime providers {unknown} are not available here (available: {available})")
+        return list(requested)
+    return [p for p in defaults.ORT_PROVIDER_PREFERENCE if p in available] or ["CPUExecutionProvider"]
+
+
+def session_options(settings: OrtSessionSettings) -> Any:
+    import onnxruntime as ort
+
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "layout": getattr(ort.GraphOptimizationLevel, "ORT_ENABLE_LAYOUT", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    if settings.graph_optimization_level not in levels:
+        raise InputError(
+            f"graph optimisation level {settings.graph_optimization_level!r}: use one of {GRAPH_OPTIMIZATION_LEVELS}"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[settings.graph_optimization_level]
+    options.intra_op_num_threads = settings.intra_op_num_threads
+    options.inter_op_num_threads = settings.inter_op_num_threads
+    options.log_severity_level = 3
+    return options
+
+
+def choose_graph(parts: dict[str, Any], graph: str, where: Path) -> bool:
+    """True for split (backbone + head), False for fused."""
+    has_split = {"backbone", "head"} <= parts.keys()
+    if graph == "auto":
+        return has_split
+    if graph == "split":
+        if not has_split:
+            raise InputError(f"{where}: has no backbone+head graphs; use graph='fused'")
+        return True
+    if graph == "fused":
+        if "fused" not in parts:
+            raise InputError(f"{where}: has no fused graph; use graph='split'")
+        return False
+    raise InputError(f"graph {graph!r}: use auto, split or fused")
+
+
+class OrtRunner(Runner):
+    """`OrtRunner("export/acar_tiny")` or `OrtRunner("engines/acar_tiny-ort-int8", intra_op_num_threads=2)`."""
+
+    def __init__(self, path: str | Path, settings: OrtSessionSettings | None = None, **overrides: Any):
+        settings = settings or OrtSessionSettings()
+        if overrides:
+            from dataclasses import replace
+
+            settings = replace(settings, **overrides)
+        self.path = Path(path)
+        self.settings = settings
+        kind = folder_kind(self.path)
+        if kind == "engine":
+            folder: EngineFolder | ExportFolder = EngineFolder.load(self.path)
+            if folder.runtime != "ort":
+                raise InputError(f"{self.path}/engine.json: runtime is {folder.runtime!r}; open it with open_runner()")
+            precision = folder.precision
+            manifest = folder.manifest
+        elif kind == "export":
+            folder = ExportFolder.load(self.path)
+            precision = "fp32"
+            manifest = folder.manifest
+        else:
+            raise InputError(f"{self.path}: neither an export folder (manifest.json) nor an engine folder (engine.json)")
+        self.folder = folder
+        self._split = choose_graph(folder.parts, settings.graph, self.path)
+        super().__init__(f"ort-{precision}:{self.path.name}", num_classes_of(manifest, folder.parts))
+        self.metadata.update({"runtime": "onnxruntime", "precision": precision, "graph": "split" if self._split else "fused"})
+        self._sessions: dict[str, Any] = {}
+
+    @property
+    def split(self) -> bool:
+        return self._split
+
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        providers = available_providers(self.settings.providers)
+        options = session_options(self.settings)
+        names = ("backbone", "head") if self._split else ("fused",)
+        try:
+            self._sessions = {
+                n: ort.InferenceSession(str(self.folder.graph_path(n)), sess_options=options, providers=providers)
+                for n in names
+            }
+        except Exception as exc:  # ORT raises its own types; the message names the node/file
+            raise InputError(f"{self.path}: ONNX Runtime cannot load the graph: {str(exc).splitlines()[0]}") from None
+        provider = self._sessions[names[0]].get_providers()[0]
+        self.metadata.update(
+            {
+                "provider": provider,
+                "device": "cpu" if provider == "CPUExecutionProvider" else "cuda",
+                "threads": {"intra_op": self.settings.intra_op_num_threads, "inter_op": self.settings.inter_op_num_threads},
+                "graph_optimization_level": self.settings.graph_optimization_level,
+            }
+        )
+        self.metadata["versions"]["onnxruntime"] = ort.__version__
+
+    def _close(self) -> None:
+        self._sessions = {}
+
+    def _run(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self._sessions[part]
+        names = [o.name for o in session.get_outputs()]
+        wanted = {i.name for i in session.get_inputs()}
+        return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
+
+    def _infer_split(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        stages: dict[str, float] = {}
+        context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
+        outputs = timed(stages, "head", self._run, "head", {"context": context, "rois": rois})
+        self.last_stage_times = stages
+        return outputs
+
+    def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        stages: dict[str, float] = {}
+        outputs = timed(stages, "head", self._run, "head", {"context": context, "rois": rois})
+        self.last_stage_times = stages
+        return outputs
+
+    def _infer_fused(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        stages: dict[str, float] = {}
+        outputs = timed(stages, "fused", self._run, "fused", {"clips": clips, "rois": rois})
+        self.last_stage_times = stages
+        return outputs

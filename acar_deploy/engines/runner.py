@@ -1,0 +1,142 @@
+"""The one runner interface every runtime implements (after Polygraphy's runners).
+
+`infer({"clips", "rois"}) -> {"logits", "scores"}`; a runner subclass only implements how to run
+its graph(s) (`_infer_split` for backbone+head, or `_infer_fused`). Empty RoIs, input checks,
+timing and scores live here once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from acar_deploy import __version__
+from acar_deploy.errors import InputError
+
+
+def check_feeds(feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """clips [B, 3, T, H, W] float32 and rois [R, 5] float32 with batch indices in [0, B)."""
+    missing = {"clips", "rois"} - set(feeds)
+    if missing:
+        raise InputError(f"runner feeds lack {sorted(missing)}: pass {{'clips': [B,3,T,H,W], 'rois': [R,5]}}")
+    clips = np.ascontiguousarray(feeds["clips"], dtype=np.float32)
+    rois = np.ascontiguousarray(feeds["rois"], dtype=np.float32)
+    if rois.size == 0:
+        rois = rois.reshape(0, 5)
+    if clips.ndim != 5:
+        raise InputError(f"clips has shape {list(clips.shape)}; expected [B, 3, T, H, W]")
+    if rois.ndim != 2 or rois.shape[1] != 5:
+        raise InputError(f"rois has shape {list(rois.shape)}; expected [R, 5] = (batch_index, x1, y1, x2, y2)")
+    if rois.shape[0]:
+        index = rois[:, 0]
+        if (index < 0).any() or (index >= clips.shape[0]).any() or (index != np.round(index)).any():
+            raise InputError(f"rois batch indices must be integers in [0, {clips.shape[0]}); got {np.unique(index)}")
+    return clips, rois
+
+
+class Runner:
+    """Base class: activate/close (also a context manager), infer, timings, metadata."""
+
+    name: str
+    metadata: dict[str, Any]
+    num_classes: int
+
+    def __init__(self, name: str, num_classes: int):
+        self.name = name
+        self.num_classes = num_classes
+        self.metadata = {"versions": {"acar_deploy": __version__}}
+        self.last_inference_time: float = float("nan")
+        self.last_stage_times: dict[str, float] = {}
+        self.is_active = False
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def activate(self) -> None:
+        if not self.is_active:
+            self._activate()
+            self.is_active = True
+
+    def close(self) -> None:
+        if self.is_active:
+            self._close()
+            self.is_active = False
+
+    def __enter__(self) -> Runner:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    # --- inference -----------------------------------------------------------------------------
+    @property
+    def split(self) -> bool:
+        """True when the backbone and the head run as two graphs (the head is skipped for R == 0)."""
+        return True
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`{"clips", "rois"}` -> `{"logits", "scores"}`; split runners also take `{"context", "rois"}`
+        and run the head alone (for head-only latency)."""
+        self.activate()
+        if "clips" not in feeds and "context" in feeds:
+            return self._infer_head_only(feeds)
+        clips, rois = check_feeds(feeds)
+        start = time.perf_counter()
+        if rois.shape[0] == 0:
+            # No box in any clip: neither graph runs (TensorRT profiles need R >= 1; nothing to score).
+            self.last_stage_times = {}
+            outputs = {"logits": np.zeros((0, self.num_classes), np.float32)}
+        elif self.split:
+            outputs = self._infer_split(clips, rois)
+        else:
+            outputs = self._infer_fused(clips, rois)
+        return self._finish(outputs, start)
+
+    def _infer_head_only(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.split:
+            raise InputError(f"{self.name}: a fused graph cannot run the head alone; pass clips and rois")
+        context = np.ascontiguousarray(feeds["context"], dtype=np.float32)
+        _, rois = check_feeds({"clips": np.zeros((context.shape[0], 1, 1, 1, 1), np.float32), "rois": feeds["rois"]})
+        if context.ndim != 4:
+            raise InputError(f"context has shape {list(context.shape)}; expected [B, C, h, w]")
+        start = time.perf_counter()
+        if rois.shape[0] == 0:
+            self.last_stage_times = {}
+            outputs = {"logits": np.zeros((0, self.num_classes), np.float32)}
+        else:
+            outputs = self._infer_head(context, rois)
+        return self._finish(outputs, start)
+
+    def _finish(self, outputs: dict[str, np.ndarray], start: float) -> dict[str, np.ndarray]:
+        if "scores" not in outputs:
+            from acar_deploy.model.scores import action_scores
+
+            outputs["scores"] = action_scores(np.asarray(outputs["logits"], np.float32))
+        self.last_inference_time = time.perf_counter() - start
+        return {"logits": np.asarray(outputs["logits"], np.float32), "scores": np.asarray(outputs["scores"], np.float32)}
+
+    def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _infer_split(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _infer_fused(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _activate(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+def timed(stage_times: dict[str, float], stage: str, fn: Any, *args: Any) -> Any:
+    start = time.perf_counter()
+    result = fn(*args)
+    stage_times[stage] = time.perf_counter() - start
+    return result

@@ -1,0 +1,354 @@
+"""TensorRT engines (10.x and 11.x): build serialized plans from ONNX, and run them by tensor name.
+
+Imported lazily: without the `[gpu]` extra, anything here raises `MissingExtraError` naming it.
+
+Precision (a property of the graph where the version allows it):
+- TensorRT 11 is always strongly typed and has no precision flags: FP16 builds parse the
+  mixed-precision fp16 graph (the same one ONNX Runtime runs), INT8 builds parse the QDQ graph.
+- TensorRT 10 parses the fp32 graph with `BuilderFlag.FP16` and pins the fp32 islands with layer
+  precision constraints (`PREFER_PRECISION_CONSTRAINTS`); INT8 parses the QDQ graph with
+  `BuilderFlag.INT8` (explicit quantization; no calibrator).
+Plugin graphs (custom `ACAR_*` nodes) go through `acar_deploy.export.prepare_for_tensorrt`, which
+strips the model-local functions so the parser falls back to the plugins.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acar_deploy.engines.folders import EngineFolder, num_classes_of
+from acar_deploy.engines.ort import choose_graph
+from acar_deploy.engines.runner import Runner
+from acar_deploy.engines.settings import Precision, ShapeRange
+from acar_deploy.errors import InputError, MissingExtraError
+
+
+def import_tensorrt(what: str) -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise MissingExtraError("tensorrt", "gpu", what) from None
+    return trt
+
+
+def tensorrt_major(trt: Any) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def has_precision_flags(trt: Any) -> bool:
+    """TensorRT <= 10 (weakly typed builds possible); 11 removed BuilderFlag.FP16/INT8."""
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
+def gpu_identity() -> tuple[str, str]:
+    """(GPU name, compute capability) of the current CUDA device, for engine cache keys."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InputError("a TensorRT engine needs a CUDA GPU; none is visible (check CUDA_VISIBLE_DEVICES/driver)")
+    major, minor = torch.cuda.get_device_capability()
+    return torch.cuda.get_device_name(), f"{major}.{minor}"
+
+
+def load_plugins(trt: Any, logger: Any) -> None:
+    """Register TensorRT's built-in plugins (ROIAlign_TRT) and the project's Python plugins, if any."""
+    trt.init_libnvinfer_plugins(logger, "")
+    try:
+        import acar_deploy.export.tensorrt_plugins  # noqa: F401  (registers acar::ACAR_HR2O)
+    except ImportError:
+        pass
+
+
+@dataclass(frozen=True)
+class TrtBuildRequest:
+    """What the builder needs for one part; also the cache key's settings."""
+
+    onnx_path: Path
+    precision: Precision
+    profiles: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # input -> min/opt/max
+    workspace_bytes: int
+    fp32_layers: tuple[str, ...]  # node names kept fp32 (TensorRT 10 FP16 builds)
+    timing_cache: Path | None
+
+    def cache_settings(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision.value,
+            "profiles": {k: [list(s) for s in v] for k, v in self.profiles.items()},
+            "workspace_bytes": self.workspace_bytes,
+            "fp32_layers": list(self.fp32_layers),
+        }
+
+
+def profile_shapes(
+    inputs: tuple[dict[str, Any], ...], clips: ShapeRange, rois: ShapeRange, where: str
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """min/opt/max shapes per input: `B` follows the clip range, `R` the RoI range; others static."""
+    ranges = {"B": clips, "R": rois}
+    shapes = {}
+    for tensor in inputs:
+        lo, mid, hi = [], [], []
+        for dim in tensor["shape"]:
+            if isinstance(dim, int):
+                lo.append(dim), mid.append(dim), hi.append(dim)
+            elif dim in ranges:
+                r = ranges[dim]
+                lo.append(r.min), mid.append(r.opt), hi.append(r.max)
+            else:
+                raise InputError(
+                    f"{where}: input {tensor['name']} has dynamic dim {dim!r}; TensorRT builds need a static "
+                    "frame size: re-export without --dynamic-size"
+                )
+        shapes[tensor["name"]] = (tuple(lo), tuple(mid), tuple(hi))
+    return shapes
+
+
+def build_plan(request: TrtBuildRequest) -> bytes:
+    """Parse the ONNX graph and build a serialized plan (one optimization profile)."""
+    trt = import_tensorrt("building a TensorRT engine")
+    logger = trt.Logger(trt.Logger.WARNING)
+    load_plugins(trt, logger)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(request.onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise InputError(f"{request.onnx_path}: TensorRT cannot parse it: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_bytes)
+    if request.precision == Precision.FP32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: TF32 matmuls/convs are on by default
+    if has_precision_flags(trt):
+        if request.precision == Precision.FP16:
+            config.set_flag(trt.BuilderFlag.FP16)
+            _pin_fp32_layers(trt, network, config, request.fp32_layers)
+        elif request.precision == Precision.INT8:
+            config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization from the Q/DQ nodes
+    profile = builder.create_optimization_profile()
+    for name, (lo, mid, hi) in request.profiles.items():
+        profile.set_shape(name, lo, mid, hi)
+    config.add_optimization_profile(profile)
+    timing_cache = _attach_timing_cache(config, request.timing_cache)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise InputError(f"{request.onnx_path}: TensorRT failed to build an engine (see the log above)")
+    if timing_cache is not None and request.timing_cache is not None:
+        from acar_deploy.artifacts import atomic_file
+
+        with atomic_file(request.timing_cache, force=True) as fh:
+            fh.write(memoryview(config.get_timing_cache().serialize()))
+    return bytes(plan)
+
+
+def _pin_fp32_layers(trt: Any, network: Any, config: Any, node_names: tuple[str, ...]) -> None:
+    """TensorRT 10 FP16: keep the layers the parser made from the fp32-island nodes in fp32."""
+    if not node_names:
+        return
+    config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    prefixes = tuple(node_names)
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.name in prefixes or layer.name.startswith(tuple(f"{p}_" for p in prefixes)):
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                if layer.get_output(j).dtype in (trt.float32, trt.float16):
+                    layer.set_output_type(j, trt.float32)
+
+
+def _attach_timing_cache(config: Any, path: Path | None) -> Any:
+    if path is None:
+        return None
+    data = Path(path).read_bytes() if Path(path).is_file() else b""
+    cache = config.create_timing_cache(data)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
+# --- runner ------------------------------------------------------------------------------------
+
+
+class _Engine:
+    """One deserialized plan with its execution context and I/O tensor names."""
+
+    def __init__(self, trt: Any, runtime: Any, plan: bytes, where: Path):
+        self.engine = runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise InputError(f"{where}: TensorRT cannot deserialize this plan (other TensorRT version or GPU?); rebuild it")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.dtypes = {n: _torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
+
+
+def _torch_dtype(trt: Any, dtype: Any) -> Any:
+    import torch
+
+    return {
+        trt.float32: torch.float32,
+        trt.float16: torch.float16,
+        trt.int32: torch.int32,
+        trt.int64: torch.int64,
+        trt.int8: torch.int8,
+        trt.bool: torch.bool,
+    }[dtype]
+
+
+class TrtRunner(Runner):
+    """Runs a TensorRT engine folder on the current CUDA device; `cuda_graph=True` replays captured graphs."""
+
+    def __init__(self, path: str | Path, cuda_graph: bool = False, graph: str = "auto", **cpu_options: Any):
+        """`cpu_options` (e.g. `intra_op_num_threads`) are accepted so one `open_runner(..., **options)`
+        call opens any engine; TensorRT runs on the GPU and ignores them."""
+        self.path = Path(path)
+        self.folder = EngineFolder.load(self.path)
+        if self.folder.runtime != "trt":
+            raise InputError(f"{self.path}/engine.json: runtime is {self.folder.runtime!r}, not trt")
+        self._split = choose_graph(self.folder.parts, graph, self.path)
+        super().__init__(f"trt-{self.folder.precision}:{self.path.name}", num_classes_of(self.folder.manifest, self.folder.parts))
+        self.cuda_graph = cuda_graph
+        self.metadata.update({"runtime": "tensorrt", "precision": self.folder.precision,
+                              "provider": "tensorrt", "graph": "split" if self._split else "fused",
+                              "cuda_graph": cuda_graph})
+        self._engines: dict[str, _Engine] = {}
+        self._graphs: dict[str, tuple[tuple, Any, dict[str, Any], dict[str, Any]]] = {}
+
+    @property
+    def split(self) -> bool:
+        return self._split
+
+    def _activate(self) -> None:
+        trt = import_tensorrt("running a TensorRT engine")
+        import torch
+
+        name, capability = gpu_identity()
+        built_on = self.folder.engine.get("gpu", {})
+        if built_on and (built_on.get("name"), built_on.get("compute_capability")) != (name, capability):
+            raise InputError(f"{self.path}: built for {built_on.get('name')} (sm {built_on.get('compute_capability')}), "
+                             f"this GPU is {name} (sm {capability}); rebuild the engine here")
+        logger = trt.Logger(trt.Logger.WARNING)
+        load_plugins(trt, logger)
+        runtime = trt.Runtime(logger)
+        parts = ("backbone", "head") if self._split else ("fused",)
+        self._engines = {p: _Engine(trt, runtime, self.folder.graph_path(p).read_bytes(), self.folder.graph_path(p))
+                         for p in parts}
+        self._stream = torch.cuda.Stream()
+        self.metadata.update({"device": f"cuda:{torch.cuda.current_device()} ({name}, sm {capability})"})
+        self.metadata["versions"].update({"tensorrt": trt.__version__, "torch": torch.__version__,
+                                          "cuda": torch.version.cuda})
+
+    def _close(self) -> None:
+        self._graphs.clear()
+        self._engines.clear()
+
+    def _enqueue(self, part: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Bind inputs by name, allocate outputs, enqueue on the runner's stream (no sync)."""
+        import torch
+
+        engine = self._engines[part]
+        ctx = engine.context
+        for name in engine.inputs:
+            tensor = inputs[name].to(engine.dtypes[name]).contiguous()
+            inputs[name] = tensor
+            if not ctx.set_input_shape(name, tuple(tensor.shape)):
+                raise InputError(f"{self.path}: {name} shape {list(tensor.shape)} is outside the engine's profile; "
+                                 "rebuild with a wider --rois / clip range")
+            ctx.set_tensor_address(name, tensor.data_ptr())
+        outputs = {}
+        for name in engine.outputs:
+            shape = tuple(ctx.get_tensor_shape(name))
+            outputs[name] = torch.empty(shape, dtype=engine.dtypes[name], device="cuda")
+            ctx.set_tensor_address(name, outputs[name].data_ptr())
+        if not ctx.execute_async_v3(self._stream.cuda_stream):
+            raise RuntimeError(f"TensorRT execution of {part} failed")
+        return outputs
+
+    def _execute(self, part: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        if not self.cuda_graph:
+            return self._enqueue(part, inputs)
+        import torch
+
+        key = tuple((n, tuple(t.shape)) for n, t in sorted(inputs.items()))
+        captured = self._graphs.get(part)
+        if captured is None or captured[0] != key:
+            # (Re)capture for these shapes; one graph per part, since a run at other shapes may
+            # reallocate TensorRT's internal buffers that an older graph still points to.
+            self._graphs.pop(part, None)
+            static_in = {n: t.clone() for n, t in inputs.items()}
+            self._enqueue(part, dict(static_in))  # warm-up: TensorRT allocates lazily on the first run
+            self._stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self._stream):
+                static_out = self._enqueue(part, static_in)
+            captured = self._graphs[part] = (key, graph, static_in, static_out)
+        _, graph, static_in, static_out = captured
+        with torch.cuda.stream(self._stream):
+            for n, t in inputs.items():
+                static_in[n].copy_(t)
+            graph.replay()
+        return static_out
+
+    def _timed_run(self, stages: list[tuple[str, Any]]) -> tuple[dict[str, Any], dict[str, float]]:
+        """Run (name, fn) stages on the stream with CUDA events between them; fn takes the previous result."""
+        import torch
+
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(len(stages) + 1)]
+        result: Any = None
+        with torch.cuda.stream(self._stream):
+            events[0].record(self._stream)
+            for i, (_, fn) in enumerate(stages):
+                result = fn(result)
+                events[i + 1].record(self._stream)
+        self._stream.synchronize()
+        times = {name: events[i].elapsed_time(events[i + 1]) / 1000.0 for i, (name, _) in enumerate(stages)}
+        return result, times
+
+    def _h2d(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        return {"clips": torch.from_numpy(clips).pin_memory().to("cuda", non_blocking=True),
+                "rois": torch.from_numpy(rois).pin_memory().to("cuda", non_blocking=True)}
+
+    @staticmethod
+    def _d2h(outputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {n: t.float().to("cpu", non_blocking=True) for n, t in outputs.items() if n in ("logits", "scores")}
+
+    def _infer_split(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        state: dict[str, Any] = {}
+
+        def backbone(dev: dict[str, Any]) -> Any:
+            state.update(dev)
+            return self._execute("backbone", {"clips": dev["clips"]})["context"]
+
+        def head(context: Any) -> dict[str, Any]:
+            return self._execute("head", {"context": context, "rois": state["rois"]})
+
+        start = time.perf_counter()
+        outputs, times = self._timed_run([("h2d", lambda _: self._h2d(clips, rois)), ("backbone", backbone),
+                                          ("head", head), ("d2h", self._d2h)])
+        self.last_stage_times = {**times, "wall": time.perf_counter() - start}
+        return {n: t.numpy() for n, t in outputs.items()}
+
+    def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        def h2d(_: Any) -> dict[str, Any]:
+            return {"context": torch.from_numpy(context).pin_memory().to("cuda", non_blocking=True),
+                    "rois": torch.from_numpy(rois).pin_memory().to("cuda", non_blocking=True)}
+
+        start = time.perf_counter()
+        outputs, times = self._timed_run([("h2d", h2d), ("head", lambda dev: self._execute("head", dev)),
+                                          ("d2h", self._d2h)])
+        self.last_stage_times = {**times, "wall": time.perf_counter() - start}
+        return {n: t.numpy() for n, t in outputs.items()}
+
+    def _infer_fused(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        outputs, times = self._timed_run([("h2d", lambda _: self._h2d(clips, rois)),
+                                          ("fused", lambda dev: self._execute("fused", dev)), ("d2h", self._d2h)])
+        self.last_stage_times = {**times, "wall": time.perf_counter() - start}
+        return {n: t.numpy() for n, t in outputs.items()}
