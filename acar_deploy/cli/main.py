@@ -42,6 +42,7 @@ from acar_deploy.cli import export as _export  # noqa: E402,F401
 from acar_deploy.cli import info as _info  # noqa: E402,F401
 from acar_deploy.cli import synth as _synth  # noqa: E402,F401
 from acar_deploy.cli import train as _train  # noqa: E402,F401
+from acar_deploy.cli import triton as _triton  # noqa: E402,F401
 
 
 def main() -> None:

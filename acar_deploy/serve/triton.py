@@ -1,0 +1,477 @@
+"""Build a Triton Inference Server model repository from an export folder (and engine folders).
+
+A model set is three models: `<name>_backbone` and `<name>_head` (`onnxruntime_onnx` from the export
+or an ONNX Runtime int8/fp16 engine folder, `tensorrt_plan` from a TensorRT engine folder) and
+`<name>`, a Python-backend model that calls backbone then head through BLS and skips both for a clip
+with zero boxes (see `triton_python_model.py` for why this is not an ensemble). One engine folder
+replaces the export's graphs; several engine folders give one set each, `<name>_<runtime>_<precision>`.
+Every `config.pbtxt` is a tritonclient `ModelConfig` protobuf message serialised with `text_format`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from acar_deploy import __version__
+from acar_deploy.artifacts import atomic_dir, sha256_file, write_json
+from acar_deploy.errors import InputError, MissingExtraError
+
+PARTS = ("backbone", "head")
+PART_TENSORS = {"backbone": (("clips",), ("context",)), "head": (("context", "rois"), ("logits",))}
+# AVA ids 1..14 are the PERSON_MOVEMENT (pose) classes; exactly one of them applies to a person.
+AVA_POSE_MAX_ID = 14
+PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
+REPOSITORY_RECORD = "acar_deploy.json"
+LABELS_FILE = "labels.txt"
+
+_TRITON_TYPES = {
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "bfloat16": "TYPE_BF16",
+    "float64": "TYPE_FP64",
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "int8": "TYPE_INT8",
+    "uint8": "TYPE_UINT8",
+    "bool": "TYPE_BOOL",
+}
+_ONNX_TYPES = {
+    "FLOAT": "float32",
+    "FLOAT16": "float16",
+    "BFLOAT16": "bfloat16",
+    "DOUBLE": "float64",
+    "INT64": "int64",
+    "INT32": "int32",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "BOOL": "bool",
+}
+_ONNX_SINGLE_FILE_LIMIT = 2 * 1024**3 - 1024**2  # protobuf's 2 GiB cap, with room for the graph
+
+
+class InstanceKind(str, Enum):
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+@dataclass(frozen=True)
+class TritonSettings:
+    """How the repository's models are scheduled; the CLI builds this, the library takes it."""
+
+    name: str = "acar"
+    max_batch: int = 4  # backbone max_batch_size; 0 disables batching (and dynamic batching)
+    instances: int = 1
+    kind: InstanceKind = InstanceKind.gpu
+    max_queue_delay_us: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 0 or self.instances < 1 or self.max_queue_delay_us < 0:
+            raise InputError(
+                f"--max-batch must be >= 0 and --instances >= 1 (got {self.max_batch}, {self.instances})"
+            )
+        if not self.name.replace("_", "").replace("-", "").isalnum():
+            raise InputError(f"model name {self.name!r} must be letters, digits, '_' or '-'")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy name, e.g. "float32"
+    dims: tuple[int, ...]  # -1 for a dynamic dimension
+
+
+@dataclass(frozen=True)
+class PartSource:
+    """Where one part (backbone or head) of the repository comes from."""
+
+    part: str
+    path: Path
+    platform: str  # "onnxruntime_onnx" or "tensorrt_plan"
+    origin: str  # "export" or the engine folder's runtime-precision label
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_clips: int = 0  # a TensorRT plan's optimization-profile max for B (0: no limit known)
+    max_rois: int = 0  # ... and for R
+
+
+@dataclass(frozen=True)
+class TritonModelEntry:
+    name: str
+    platform: str  # "onnxruntime_onnx", "tensorrt_plan" or "python"
+    file: str  # relative to the repository
+    origin: str
+
+
+@dataclass(frozen=True)
+class TritonRepository:
+    path: Path
+    models: tuple[TritonModelEntry, ...]
+    classes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "models": [asdict(m) for m in self.models], "classes": list(self.classes)}
+
+
+def _model_config_module():
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as exc:
+        raise MissingExtraError("tritonclient", "triton", "Building a Triton model repository") from exc
+    return model_config_pb2
+
+
+def _spec_dims(shape: list[Any]) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+
+
+def _manifest_specs(manifest: dict[str, Any], part: str, where: Path) -> tuple[tuple[TensorSpec, ...], ...]:
+    try:
+        entry = manifest["parts"][part]
+        return tuple(
+            tuple(TensorSpec(t["name"], t["dtype"], _spec_dims(t["shape"])) for t in entry[side])
+            for side in ("inputs", "outputs")
+        )
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{where}: parts.{part} lacks inputs/outputs (name, dtype, shape); re-export") from exc
+
+
+def onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Graph inputs (initializers excluded) and outputs with element types and dims (-1 = dynamic)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError / OSError variants
+        raise InputError(f"{path}: not a readable ONNX file ({exc}); re-export it") from exc
+    initializers = {t.name for t in model.graph.initializer}
+
+    def spec(value: Any) -> TensorSpec:
+        tensor = value.type.tensor_type
+        elem = onnx.TensorProto.DataType.Name(tensor.elem_type)
+        if elem not in _ONNX_TYPES:
+            raise InputError(f"{path}: tensor {value.name} has element type {elem}, which Triton cannot serve")
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
+        return TensorSpec(value.name, _ONNX_TYPES[elem], dims)
+
+    inputs = tuple(spec(v) for v in model.graph.input if v.name not in initializers)
+    return inputs, tuple(spec(v) for v in model.graph.output)
+
+
+def _check_tensor_names(source: PartSource) -> None:
+    want_in, want_out = PART_TENSORS[source.part]
+    have_in = {t.name for t in source.inputs}
+    have_out = {t.name for t in source.outputs}
+    if not set(want_in) <= have_in or not set(want_out) <= have_out:
+        raise InputError(
+            f"{source.path}: the {source.part} must have inputs {list(want_in)} and outputs {list(want_out)} "
+            f"(has {sorted(have_in)} -> {sorted(have_out)}); re-export with acar-deploy"
+        )
+
+
+def _export_parts(export_dir: Path) -> tuple[dict[str, Any], dict[str, PartSource]]:
+    from acar_deploy.engines.folders import ExportFolder
+
+    export = ExportFolder.load(export_dir)
+    parts = {}
+    for part in PARTS:
+        if part not in export.parts:
+            raise InputError(
+                f"{export_dir / 'manifest.json'}: no {part} part (has {sorted(export.parts)}); Triton serves the "
+                "split graphs: re-export with the backbone and head parts (split or all)"
+            )
+        path = export.graph_path(part)
+        inputs, outputs = onnx_io(path)
+        parts[part] = PartSource(part, path, "onnxruntime_onnx", "export", inputs, outputs)
+    return export.manifest, parts
+
+
+def _engine_parts(engine_dir: Path, export_manifest: dict[str, Any]) -> dict[str, PartSource]:
+    """The backbone/head an engine folder lists in engine.json: `.plan` -> TensorRT, `.onnx` -> ORT."""
+    from acar_deploy.engines.folders import EngineFolder
+
+    engine = EngineFolder.load(engine_dir)
+    where = engine_dir / "manifest.json"
+    for key in ("model_name", "checkpoint_sha256"):
+        if key in engine.manifest and key in export_manifest and engine.manifest[key] != export_manifest[key]:
+            raise InputError(
+                f"{where}: {key} {engine.manifest[key]!r} differs from the export's {export_manifest[key]!r}; "
+                "pass engines built from this export"
+            )
+    label = "-".join(str(engine.engine[k]) for k in ("runtime", "precision") if engine.engine.get(k))
+    profile = ((engine.engine.get("settings") or {}).get("trt") or {})
+    max_clips = int((profile.get("clips") or {}).get("max") or 0)
+    max_rois = int((profile.get("rois") or {}).get("max") or 0)
+    parts = {}
+    for part in PARTS:
+        if part not in engine.parts:
+            continue
+        path = engine.graph_path(part)
+        if path.suffix == ".plan":
+            spec = engine.parts[part]
+            if spec.inputs and spec.outputs:
+                inputs, outputs = _manifest_specs({"parts": {part: asdict(spec)}}, part, engine_dir / "engine.json")
+            else:
+                inputs, outputs = _manifest_specs(engine.manifest, part, where)
+            parts[part] = PartSource(
+                part, path, "tensorrt_plan", label or engine_dir.name, inputs, outputs, max_clips, max_rois
+            )
+        elif path.suffix == ".onnx":
+            inputs, outputs = onnx_io(path)
+            parts[part] = PartSource(part, path, "onnxruntime_onnx", label or engine_dir.name, inputs, outputs)
+        else:
+            raise InputError(f"{path}: Triton serves .plan (TensorRT) or .onnx engine files, not {path.suffix!r}")
+    if not parts:
+        raise InputError(f"{engine_dir}: holds no backbone/head part (only {sorted(engine.parts)}); build split engines")
+    return parts
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """One pipeline model and the backbone/head models it calls."""
+
+    name: str
+    origin: str
+    parts: dict[str, PartSource]
+
+
+def _engine_label(engine_dir: Path) -> str:
+    try:
+        record = json.loads((engine_dir / "engine.json").read_text())
+        label = "_".join(str(record[k]) for k in ("runtime", "precision") if record.get(k))
+    except (OSError, json.JSONDecodeError):
+        label = ""
+    return re.sub(r"[^a-z0-9]+", "_", (label or engine_dir.name).lower()).strip("_")
+
+
+def resolve_model_sets(
+    export_dir: Path, engine_dirs: tuple[Path, ...], name: str
+) -> tuple[dict[str, Any], tuple[ModelSet, ...]]:
+    """Which graphs each pipeline serves: the export's; or one engine's (named `name`); or, for several
+    engines, one pipeline per engine named `name_<runtime>_<precision>` so variants sit side by side."""
+    manifest, export_parts = _export_parts(export_dir)
+    if not engine_dirs:
+        sets = [ModelSet(name, "export", export_parts)]
+    else:
+        sets = []
+        for engine_dir in engine_dirs:
+            engine_parts = _engine_parts(engine_dir, manifest)
+            set_name = name if len(engine_dirs) == 1 else f"{name}_{_engine_label(engine_dir)}"
+            sets.append(ModelSet(set_name, str(engine_dir), {**export_parts, **engine_parts}))
+        names = [s.name for s in sets]
+        if len(set(names)) != len(names):
+            raise InputError(
+                f"engines {[str(e) for e in engine_dirs]} give the same model names {names}: pass engines that "
+                "differ in runtime or precision"
+            )
+    for model_set in sets:
+        for source in model_set.parts.values():
+            _check_tensor_names(source)
+    return manifest, tuple(sets)
+
+
+def _tensor(spec: TensorSpec) -> dict[str, Any]:
+    if spec.dtype not in _TRITON_TYPES:
+        raise InputError(f"tensor {spec.name}: dtype {spec.dtype} has no Triton type")
+    return {"name": spec.name, "data_type": _TRITON_TYPES[spec.dtype], "dims": list(spec.dims)}
+
+
+def _by_name(specs: tuple[TensorSpec, ...], name: str) -> TensorSpec:
+    return next(s for s in specs if s.name == name)
+
+
+def _instance_kind(pb: Any, kind: InstanceKind) -> int:
+    return pb.ModelInstanceGroup.KIND_GPU if kind is InstanceKind.gpu else pb.ModelInstanceGroup.KIND_CPU
+
+
+def backbone_config(source: PartSource, settings: TritonSettings, name: str):
+    """Batched over clips when the graph's first dim is dynamic: Triton then strips it from `dims`."""
+    pb = _model_config_module()
+    clips, context = _by_name(source.inputs, "clips"), _by_name(source.outputs, "context")
+    batched = settings.max_batch > 0 and clips.dims[:1] == (-1,) and context.dims[:1] == (-1,)
+    if batched and source.max_clips and settings.max_batch > source.max_clips:
+        raise InputError(
+            f"{source.path}: --max-batch {settings.max_batch} exceeds the plan's profile max of "
+            f"{source.max_clips} clips (engine.json settings.trt.clips): pass --max-batch {source.max_clips} "
+            "or rebuild the engine with a larger clips range"
+        )
+    strip = 1 if batched else 0
+    config = pb.ModelConfig(
+        name=f"{name}_backbone", platform=source.platform, max_batch_size=settings.max_batch if batched else 0
+    )
+    for spec, target in ((clips, config.input), (context, config.output)):
+        fields = _tensor(spec)
+        target.add(name=fields["name"], data_type=pb.DataType.Value(fields["data_type"]), dims=fields["dims"][strip:])
+    if batched:
+        config.dynamic_batching.max_queue_delay_microseconds = settings.max_queue_delay_us
+    config.instance_group.add(kind=_instance_kind(pb, settings.kind), count=settings.instances)
+    return config
+
+
+def head_config(source: PartSource, settings: TritonSettings, name: str):
+    """No batch dim: `rois` [R, 5] indexes clips of `context` [B, ...], so max_batch_size is 0."""
+    pb = _model_config_module()
+    config = pb.ModelConfig(name=f"{name}_head", platform=source.platform, max_batch_size=0)
+    for spec in (_by_name(source.inputs, "context"), _by_name(source.inputs, "rois")):
+        fields = _tensor(spec)
+        config.input.add(name=fields["name"], data_type=pb.DataType.Value(fields["data_type"]), dims=fields["dims"])
+    fields = _tensor(_by_name(source.outputs, "logits"))
+    config.output.add(name="logits", data_type=pb.DataType.Value(fields["data_type"]), dims=fields["dims"])
+    config.instance_group.add(kind=_instance_kind(pb, settings.kind), count=settings.instances)
+    return config
+
+
+def num_pose_classes(classes: list[dict[str, Any]]) -> int:
+    return sum(1 for c in classes if int(c["id"]) <= AVA_POSE_MAX_ID)
+
+
+def pipeline_config(
+    parts: dict[str, PartSource],
+    manifest: dict[str, Any],
+    settings: TritonSettings,
+    backbone_max_batch: int,
+    name: str | None = None,
+):
+    """The Python (BLS) model; it runs on CPU and leaves the device work to the two models it calls."""
+    pb = _model_config_module()
+    clips = _by_name(parts["backbone"].inputs, "clips")
+    rois = _by_name(parts["head"].inputs, "rois")
+    logits = _by_name(parts["head"].outputs, "logits")
+    classes = manifest.get("classes") or []
+    num_classes = logits.dims[-1]
+    if num_classes > 0 and len(classes) != num_classes:
+        raise InputError(
+            f"manifest.json lists {len(classes)} classes but the head outputs {num_classes} logits; re-export"
+        )
+    name = name or settings.name
+    config = pb.ModelConfig(name=name, backend="python", max_batch_size=0)
+    for spec in (clips, rois):
+        fields = _tensor(spec)
+        config.input.add(name=spec.name, data_type=pb.DataType.Value(fields["data_type"]), dims=list(spec.dims))
+    for output in ("logits", "scores"):
+        config.output.add(name=output, data_type=pb.TYPE_FP32, dims=list(logits.dims), label_filename=LABELS_FILE)
+    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=settings.instances)
+    parameters = {
+        "backbone_model": f"{name}_backbone",
+        "head_model": f"{name}_head",
+        "backbone_max_batch": str(backbone_max_batch),
+        "head_max_rois": str(parts["head"].max_rois),
+        "num_classes": str(len(classes)),
+        "num_pose_classes": str(num_pose_classes(classes)),
+        "class_ids": json.dumps([int(c["id"]) for c in classes]),
+        "class_names": json.dumps([str(c["name"]) for c in classes]),
+        "export_model": str(manifest.get("model_name", "")),
+        "input_size": json.dumps(manifest.get("input_size")),
+        "normalization": json.dumps(manifest.get("normalization")),
+    }
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    return config
+
+
+def _write_config(model_dir: Path, config: Any) -> None:
+    from google.protobuf import text_format
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+
+
+def _copy_onnx(source: Path, target: Path) -> None:
+    """One self-contained file: Triton loads `model.onnx` alone, so external weights are embedded."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    head = onnx.load(str(source), load_external_data=False)
+    if not any(uses_external_data(t) for t in head.graph.initializer):
+        shutil.copyfile(source, target)
+        return
+    model = onnx.load(str(source), load_external_data=True)
+    if model.ByteSize() > _ONNX_SINGLE_FILE_LIMIT:
+        raise InputError(f"{source}: weights exceed 2 GiB and cannot be embedded in one model.onnx for Triton")
+    onnx.save_model(model, str(target))
+
+
+def build_model_repository(
+    export_dir: str | Path,
+    out: str | Path,
+    engines: tuple[str | Path, ...] = (),
+    settings: TritonSettings | None = None,
+    force: bool = False,
+) -> TritonRepository:
+    """Write `out/` (atomically): per model set, backbone and head models plus the Python pipeline model."""
+    settings = settings or TritonSettings()
+    export_dir = Path(export_dir)
+    manifest, sets = resolve_model_sets(export_dir, tuple(Path(e) for e in engines), settings.name)
+    if settings.kind is InstanceKind.cpu:
+        plans = [str(p.path) for s in sets for p in s.parts.values() if p.platform == "tensorrt_plan"]
+        if plans:
+            raise InputError(f"{plans[0]}: TensorRT plans run on GPU instances only: pass --kind gpu")
+    classes = tuple(str(c["name"]) for c in manifest.get("classes") or [])
+    entries: list[TritonModelEntry] = []
+    with atomic_dir(out, force=force) as tmp:
+        for model_set in sets:
+            entries += _write_model_set(tmp, model_set, manifest, settings, export_dir, tuple(engines))
+    return TritonRepository(Path(out), tuple(entries), classes)
+
+
+def _write_model_set(
+    root: Path,
+    model_set: ModelSet,
+    manifest: dict[str, Any],
+    settings: TritonSettings,
+    export_dir: Path,
+    engines: tuple[str | Path, ...],
+) -> list[TritonModelEntry]:
+    backbone = backbone_config(model_set.parts["backbone"], settings, model_set.name)
+    configs = {"backbone": backbone, "head": head_config(model_set.parts["head"], settings, model_set.name)}
+    # The pipeline rejects a batch the backbone cannot take with a clear message, not a backend error.
+    max_clips = backbone.max_batch_size or model_set.parts["backbone"].max_clips
+    pipeline = pipeline_config(model_set.parts, manifest, settings, max_clips, model_set.name)
+    entries = []
+    record_models = {}
+    for part, source in model_set.parts.items():
+        model_dir = root / configs[part].name
+        version_dir = model_dir / "1"
+        version_dir.mkdir(parents=True)
+        target = version_dir / ("model.plan" if source.platform == "tensorrt_plan" else "model.onnx")
+        if source.platform == "tensorrt_plan":
+            shutil.copyfile(source.path, target)
+        else:
+            _copy_onnx(source.path, target)
+        _write_config(model_dir, configs[part])
+        relative = str(target.relative_to(root))
+        entries.append(TritonModelEntry(configs[part].name, source.platform, relative, source.origin))
+        record_models[configs[part].name] = {
+            "part": part,
+            "platform": source.platform,
+            "file": relative,
+            "source": str(source.path),
+            "source_sha256": sha256_file(source.path),
+        }
+    model_dir = root / model_set.name
+    (model_dir / "1").mkdir(parents=True)
+    shutil.copyfile(PYTHON_MODEL_SOURCE, model_dir / "1" / "model.py")
+    _write_config(model_dir, pipeline)
+    (model_dir / LABELS_FILE).write_text("".join(f"{c['name']}\n" for c in manifest.get("classes") or []))
+    entries.append(TritonModelEntry(model_set.name, "python", f"{model_set.name}/1/model.py", "acar_deploy"))
+    write_json(
+        model_dir / REPOSITORY_RECORD,
+        {
+            "format": "acar-deploy-triton",
+            "format_version": 1,
+            "export": str(export_dir),
+            "engines": [str(e) for e in engines],
+            "served_from": model_set.origin,
+            "export_model": manifest.get("model_name"),
+            "checkpoint_sha256": manifest.get("checkpoint_sha256"),
+            "settings": {**asdict(settings), "kind": settings.kind.value},
+            "models": record_models,
+            "versions": {"acar_deploy": __version__},
+        },
+    )
+    return entries
