@@ -35,11 +35,13 @@ def _root(
 
 # Each command module registers its commands on `app` (one import line per group).
 # (command imports follow)
+from acar_deploy.cli import bench as _bench  # noqa: E402,F401
 from acar_deploy.cli import build as _build  # noqa: E402,F401
 from acar_deploy.cli import detect as _detect  # noqa: E402,F401
 from acar_deploy.cli import evaluate as _evaluate  # noqa: E402,F401
 from acar_deploy.cli import export as _export  # noqa: E402,F401
 from acar_deploy.cli import info as _info  # noqa: E402,F401
+from acar_deploy.cli import parity as _parity  # noqa: E402,F401
 from acar_deploy.cli import synth as _synth  # noqa: E402,F401
 from acar_deploy.cli import train as _train  # noqa: E402,F401
 from acar_deploy.cli import triton as _triton  # noqa: E402,F401

@@ -31,6 +31,7 @@ def open_runner(spec: str | Path, **options: Any) -> Runner:
             raise InputError("eager runner needs a checkpoint and/or a config: eager:CKPT:CONFIG (e.g. eager::acar_tiny)")
         threads = options.pop("intra_op_num_threads", None) or options.pop("num_threads", None)
         options.pop("inter_op_num_threads", None)
+        options.pop("allow_spinning", None)  # ONNX Runtime thread-pool option
         return EagerRunner.from_checkpoint(checkpoint or None, config or None, num_threads=threads, **options)
     path = Path(spec)
     kind = folder_kind(path)

@@ -25,6 +25,9 @@ class OrtSessionSettings:
     inter_op_num_threads: int = 0
     graph_optimization_level: str = defaults.ORT_GRAPH_OPTIMIZATION
     graph: str = "auto"  # "split" (backbone + head), "fused", or "auto" (split when present)
+    # ORT's pool threads spin-wait after each run; off, they sleep, so another runtime timed right
+    # after (an interleaved benchmark) is not starved of the cores. On is ORT's default: best alone.
+    allow_spinning: bool = True
 
 
 def available_providers(requested: tuple[str, ...] | None = None) -> list[str]:
@@ -58,6 +61,9 @@ def session_options(settings: OrtSessionSettings) -> Any:
     options.intra_op_num_threads = settings.intra_op_num_threads
     options.inter_op_num_threads = settings.inter_op_num_threads
     options.log_severity_level = 3
+    if not settings.allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
 
@@ -129,7 +135,8 @@ class OrtRunner(Runner):
             {
                 "provider": provider,
                 "device": "cpu" if provider == "CPUExecutionProvider" else "cuda",
-                "threads": {"intra_op": self.settings.intra_op_num_threads, "inter_op": self.settings.inter_op_num_threads},
+                "threads": {"intra_op": self.settings.intra_op_num_threads, "inter_op": self.settings.inter_op_num_threads,
+                            "allow_spinning": self.settings.allow_spinning},
                 "graph_optimization_level": self.settings.graph_optimization_level,
             }
         )

@@ -1,0 +1,454 @@
+"""Parity gate: an engine must give eager's numbers on real clips and person boxes, and eager's mAP.
+
+Both runners see the same keyframes of an AVA-format dataset (clip + the person proposals that pass
+the inference score threshold). Numeric parity compares outputs element-wise (eager is the
+reference); task parity evaluates both with the official frame-mAP (`acar_deploy.eval.frame_map`)
+against the ground truth. The gate fails (exit 1) when any pinned threshold is exceeded; the
+report says which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acar_deploy.bench.compare import OutputDiff, compare_output, top_action_changed
+from acar_deploy.bench.thresholds import ParityThresholds, engine_kind, resolve_thresholds
+from acar_deploy.errors import GateFailedError, InputError
+
+OUTPUTS = ("logits", "scores")
+DATASET_FORMAT = "acar-deploy-dataset"
+
+
+@dataclass(frozen=True)
+class ParitySettings:
+    engine: str  # engine or export folder
+    data: Path  # AVA-format dataset folder with dataset.json (e.g. `acar-deploy synth` output)
+    checkpoint: Path | None = None  # None: seeded random weights (only meaningful for numeric parity)
+    config: str | None = None  # None: the config the checkpoint carries
+    split: str = "val"
+    clips: int | None = None  # at most this many keyframes (in file order); None: all
+    max_map_drop: float | None = None  # CLI overrides; None keeps the YAML / built-in value
+    atol: float | None = None
+    rtol: float | None = None
+    thresholds: Path | None = None  # explicit thresholds YAML; default `<config>.parity.yaml`
+    out: Path | None = None
+    force: bool = False
+    threads: int = 2
+    min_score: float | None = None  # proposal score threshold; None: the dataset layer's default (0.85)
+
+
+@dataclass(frozen=True)
+class ClassApDiff:
+    class_id: int
+    name: str
+    ap_eager: float
+    ap_engine: float
+
+    @property
+    def diff_points(self) -> float:
+        return (self.ap_engine - self.ap_eager) * 100.0
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    engine: str
+    engine_kind: str  # e.g. "ort-int8"
+    data: str
+    split: str
+    keyframes: int
+    boxes: int
+    outputs: tuple[OutputDiff, ...]
+    map_eager: float  # fraction (0..1)
+    map_engine: float
+    top_classes: tuple[ClassApDiff, ...]  # the five largest |AP difference|
+    top1_changed: float
+    thresholds: ParityThresholds
+    threshold_sources: tuple[str, ...]
+    failures: tuple[str, ...]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def map_diff_points(self) -> float:
+        """mAP(engine) - mAP(eager), in points (x100); negative is a drop."""
+        return (self.map_engine - self.map_eager) * 100.0
+
+    def output(self, name: str) -> OutputDiff:
+        return next(o for o in self.outputs if o.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "acar-deploy-parity",
+            "format_version": 1,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "passed": self.passed,
+            "failures": list(self.failures),
+            "engine": self.engine,
+            "engine_kind": self.engine_kind,
+            "data": self.data,
+            "split": self.split,
+            "keyframes": self.keyframes,
+            "boxes": self.boxes,
+            "numeric": {o.name: o.to_dict() for o in self.outputs},
+            "task": {
+                "frame_map_eager": self.map_eager,
+                "frame_map_engine": self.map_engine,
+                "map_diff_points": self.map_diff_points,
+                "top1_changed_fraction": self.top1_changed,
+                "largest_ap_differences": [
+                    {"class_id": c.class_id, "name": c.name, "ap_eager": c.ap_eager, "ap_engine": c.ap_engine,
+                     "diff_points": c.diff_points}
+                    for c in self.top_classes
+                ],
+            },
+            "thresholds": {k: getattr(self.thresholds, k) for k in self.thresholds.__dataclass_fields__},
+            "threshold_sources": list(self.threshold_sources),
+            "metadata": self.metadata,
+        }
+
+
+class ParityGateFailed(GateFailedError):
+    """Raised after the report is written; carries it for API callers."""
+
+    def __init__(self, report: ParityReport):
+        super().__init__(f"parity gate failed for {report.engine} ({report.engine_kind}): " + "; ".join(report.failures))
+        self.report = report
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Dataset:
+    root: Path
+    media_root: Path
+    annotations: Path
+    proposals: Path
+    exclusions: Path | None
+    labelmap: Path | None
+    start_seconds: float
+
+
+def _read_dataset_json(root: Path, split: str) -> _Dataset:
+    path = root / "dataset.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found; --data must be a dataset folder written by `acar-deploy synth` "
+                         "(or one with the same dataset.json layout)") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    if meta.get("format") != DATASET_FORMAT:
+        raise InputError(f"{path}: 'format' is not {DATASET_FORMAT!r}; not a dataset folder")
+    files = meta.get("files") or {}
+
+    def file(key: str, required: bool = True) -> Path | None:
+        name = files.get(key)
+        if name is None:
+            if required:
+                raise InputError(f"{path}: files.{key} is missing; the dataset has no '{split}' split")
+            return None
+        p = root / name
+        if not p.is_file():
+            raise InputError(f"{p}: listed in {path} as files.{key} but missing")
+        return p
+
+    return _Dataset(
+        root=root,
+        media_root=root / str(meta.get("media_dir") or meta.get("videos_dir") or "videos"),
+        annotations=file(f"{split}_annotations"),  # type: ignore[arg-type]
+        proposals=file(f"{split}_proposals"),  # type: ignore[arg-type]
+        exclusions=file(f"{split}_exclusions", required=False),
+        labelmap=file("labelmap", required=False),
+        start_seconds=float(meta.get("start_seconds", 0)),
+    )
+
+
+def _keyframes(ds: _Dataset, settings: ParitySettings) -> list[Any]:
+    """Inference keyframes: proposals >= the score threshold, in (video, timestamp) order."""
+    from acar_deploy.data import ava_csv
+    from acar_deploy.data.dataset import INFERENCE_PROPOSAL_SCORE, inference_keyframes
+
+    min_score = INFERENCE_PROPOSAL_SCORE if settings.min_score is None else settings.min_score
+    props = ava_csv.read_proposals(ds.proposals)
+    rows = [(v, int(t), *map(float, b), float(s))
+            for v, t, b, s in zip(props.video_id, props.timestamp, props.boxes, props.score, strict=True)]
+    keyframes = inference_keyframes(rows, min_score=min_score)
+    if settings.clips is not None:
+        keyframes = keyframes[: settings.clips]
+    if not keyframes:
+        raise InputError(f"{ds.proposals}: no proposals with score >= {min_score}; nothing to compare")
+    return keyframes
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _RunOutputs:
+    logits: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+
+    def stacked(self, name: str) -> np.ndarray:
+        values = getattr(self, name)
+        return np.concatenate(values, 0) if values else np.zeros((0, 0), np.float32)
+
+
+def _prediction_rows(keyframe: Any, boxes: np.ndarray, scores: np.ndarray, class_ids: tuple[int, ...]) -> list[tuple]:
+    """One `(video, timestamp, x1, y1, x2, y2, action_id, score)` row per box and class."""
+    rows = []
+    for box, row in zip(boxes, scores, strict=True):
+        for j, class_id in enumerate(class_ids):
+            rows.append((keyframe.video_id, int(keyframe.timestamp), *(float(v) for v in box), int(class_id),
+                         float(row[j])))
+    return rows
+
+
+def _as_predictions(rows: list[tuple], stamps: dict[tuple[str, int], str]) -> Any:
+    """Rows -> `AvaPredictions`, spelling each timestamp as the ground truth does."""
+    from acar_deploy.data.ava_csv import AvaPredictions
+
+    n = len(rows)
+    return AvaPredictions(
+        video_id=np.array([r[0] for r in rows], dtype=object if n == 0 else None),
+        timestamp=np.array([stamps.get((r[0], r[1]), str(r[1])) for r in rows], dtype=object if n == 0 else None),
+        boxes=np.array([r[2:6] for r in rows], np.float64).reshape(-1, 4),
+        action_id=np.array([r[6] for r in rows], np.int64),
+        score=np.array([r[7] for r in rows], np.float64),
+        source="predictions",
+    )
+
+
+def check_parity(settings: ParitySettings, progress: bool = True) -> ParityReport:
+    """Run eager and the engine on the same keyframes; write parity.json/.md; raise when the gate fails."""
+    from acar_deploy.artifacts import check_can_write
+    from acar_deploy.data.clips import ClipSpec
+    from acar_deploy.data.dataset import KeyframeDataset
+    from acar_deploy.data.labelmap import read_labelmap
+    from acar_deploy.engines.eager import EagerRunner
+    from acar_deploy.model.checkpoint import load_model
+
+    if settings.out is not None:
+        check_can_write(Path(settings.out), settings.force)
+    ds = _read_dataset_json(Path(settings.data), settings.split)
+    model = load_model(settings.checkpoint, settings.config)
+    config = model.config
+    keyframes = _keyframes(ds, settings)
+    model_classes = read_labelmap().ids  # logit j = the j-th id of the 60-class AVA map (official idx_to_class)
+    if len(model_classes) != config.head.num_classes:
+        raise InputError(f"the model has {config.head.num_classes} classes but the AVA label map lists "
+                         f"{len(model_classes)}; parity needs the 60-class AVA head")
+    spec = ClipSpec.from_model_config(config, short_side=config.input.short_side)
+    dataset = KeyframeDataset(keyframes, ds.media_root, model_classes, spec=spec, start_seconds=ds.start_seconds)
+
+    from acar_deploy.bench.latency import open_engine_runner
+
+    eager = EagerRunner(model, name="eager", num_threads=settings.threads)
+    engine = open_engine_runner(settings.engine, settings.threads)
+    kind = "-".join(engine_kind(engine.metadata))
+    thresholds, sources = resolve_thresholds(
+        engine.metadata, settings.config, settings.thresholds,
+        {"max_map_drop": settings.max_map_drop, "atol": settings.atol, "rtol": settings.rtol},
+    )
+    ref, out = _RunOutputs(), _RunOutputs()
+    pred_eager: list[tuple] = []
+    pred_engine: list[tuple] = []
+    boxes_total = 0
+    with eager, engine, _bar(progress, len(dataset)) as advance:
+        for i in range(len(dataset)):
+            item = dataset[i]
+            rois4 = item["rois"].numpy()
+            feeds = {
+                "clips": item["clip"].numpy()[None],
+                "rois": np.concatenate([np.zeros((len(rois4), 1), np.float32), rois4], 1).astype(np.float32),
+            }
+            a = eager.infer(feeds)
+            b = engine.infer(feeds)
+            ref.logits.append(a["logits"])
+            ref.scores.append(a["scores"])
+            out.logits.append(b["logits"])
+            out.scores.append(b["scores"])
+            pred_eager += _prediction_rows(keyframes[i], item["boxes"], a["scores"], model_classes)
+            pred_engine += _prediction_rows(keyframes[i], item["boxes"], b["scores"], model_classes)
+            boxes_total += len(rois4)
+            advance()
+
+    atol = thresholds.atol or 0.0
+    rtol = thresholds.rtol or 0.0
+    diffs = tuple(compare_output(n, ref.stacked(n), out.stacked(n), atol, rtol) for n in OUTPUTS)
+    top1 = top_action_changed(ref.stacked("scores"), out.stacked("scores"))
+    map_eager, ap_eager, names = _frame_map(ds, pred_eager)
+    map_engine, ap_engine, _ = _frame_map(ds, pred_engine)
+    classes = [ClassApDiff(c, names.get(c, str(c)), ap_eager[c], ap_engine.get(c, float("nan"))) for c in ap_eager]
+    classes.sort(key=lambda c: -abs(c.diff_points) if np.isfinite(c.diff_points) else 0.0)
+    report = ParityReport(
+        engine=str(settings.engine),
+        engine_kind=kind,
+        data=str(settings.data),
+        split=settings.split,
+        keyframes=len(dataset),
+        boxes=boxes_total,
+        outputs=diffs,
+        map_eager=map_eager,
+        map_engine=map_engine,
+        top_classes=tuple(classes[:5]),
+        top1_changed=top1,
+        thresholds=thresholds,
+        threshold_sources=tuple(sources),
+        failures=tuple(gate_failures(thresholds, diffs, map_eager, map_engine, top1)),
+        metadata={"engine": _jsonable(engine.metadata), "eager": _jsonable(eager.metadata),
+                  "checkpoint": None if settings.checkpoint is None else str(settings.checkpoint),
+                  "config": config.name},
+    )
+    if settings.out is not None:
+        write_parity_report(report, Path(settings.out), force=settings.force,
+                            predictions={"eager": pred_eager, "engine": pred_engine})
+    if not report.passed:
+        raise ParityGateFailed(report)
+    return report
+
+
+def gate_failures(
+    thresholds: ParityThresholds, diffs: tuple[OutputDiff, ...], map_eager: float, map_engine: float, top1: float
+) -> list[str]:
+    """One message per exceeded threshold, naming the value and the limit."""
+    failures = []
+    if thresholds.numeric_gated:
+        for d in diffs:
+            if d.within < thresholds.min_within:
+                failures.append(
+                    f"{d.name}: {d.within:.2%} of elements within atol {d.atol:g} + rtol {d.rtol:g}*|eager| "
+                    f"(need {thresholds.min_within:.2%}; max abs error {d.max_abs:.3g}, worst at {list(d.worst_index)}: "
+                    f"{d.worst_value:.5g} vs eager {d.worst_reference:.5g})"
+                )
+    if thresholds.min_cosine is not None:
+        for d in diffs:
+            if d.cosine < thresholds.min_cosine:
+                failures.append(f"{d.name}: cosine similarity {d.cosine:.6f} < min_cosine {thresholds.min_cosine:g}")
+    diff_points = (map_engine - map_eager) * 100.0
+    if thresholds.max_map_drop is not None and abs(diff_points) > thresholds.max_map_drop:
+        failures.append(
+            f"frame-mAP {map_engine * 100:.2f} vs eager {map_eager * 100:.2f}: |difference| {abs(diff_points):.2f} "
+            f"points > max_map_drop {thresholds.max_map_drop:g}"
+        )
+    if thresholds.max_top1_changed is not None and top1 > thresholds.max_top1_changed:
+        failures.append(f"top action changed for {top1:.2%} of boxes > max_top1_changed {thresholds.max_top1_changed:.2%}")
+    return failures
+
+
+def _frame_map(ds: _Dataset, predictions: list[tuple]) -> tuple[float, dict[int, float], dict[int, str]]:
+    """Official frame-mAP of `predictions` against the split's ground truth: (mAP, AP per class, names)."""
+    from acar_deploy.data import ava_csv
+    from acar_deploy.data.labelmap import read_labelmap
+    from acar_deploy.eval.frame_map import frame_map
+
+    labelmap = read_labelmap(ds.labelmap)
+    gt = ava_csv.read_annotations(ds.annotations)
+    stamps = {(str(v), int(t)): str(t) for v, t in zip(gt.video_id, gt.timestamp, strict=True)}
+    exclusions = ava_csv.read_exclusions(ds.exclusions) if ds.exclusions is not None else None
+    result = frame_map(gt, _as_predictions(predictions, stamps), labelmap=labelmap, exclusions=exclusions)
+    per_class = {int(k): float(v) for k, v in result.per_class.items() if v is not None}  # None: no ground truth
+    return float(result.mAP), per_class, labelmap.as_dict()
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+class _bar:
+    """A rich progress bar over keyframes, or a no-op."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total, self._progress = enabled, total, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._progress = Progress(console=Console(stderr=True), transient=True)
+        self._progress.__enter__()
+        task = self._progress.add_task("parity (eager + engine)", total=self.total)
+        return lambda: self._progress.advance(task)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def markdown_parity(report: ParityReport) -> str:
+    status = "PASSED" if report.passed else "FAILED"
+    lines = [
+        f"# Parity: {report.engine} ({report.engine_kind}) — {status}",
+        "",
+        f"{report.keyframes} keyframes, {report.boxes} boxes from `{report.data}` ({report.split} split); "
+        "reference: eager PyTorch fp32.",
+        "",
+        "## Numeric parity (engine vs eager)",
+        "",
+        "| output | elements | max abs | mean abs | max rel | cosine | within atol+rtol·|ref| |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for d in report.outputs:
+        within = (f"{d.within:.2%} (atol {d.atol:g}, rtol {d.rtol:g})" if report.thresholds.numeric_gated
+                  else "not gated (no atol/rtol)")
+        lines.append(f"| {d.name} | {d.elements} | {d.max_abs:.3g} | {d.mean_abs:.3g} | {d.max_rel:.3g} | "
+                     f"{d.cosine:.6f} | {within} |")
+    lines += [
+        "",
+        "## Task parity (official frame-mAP, IoU 0.5)",
+        "",
+        f"- frame-mAP eager {report.map_eager * 100:.2f}, engine {report.map_engine * 100:.2f}: "
+        f"difference {report.map_diff_points:+.2f} points",
+        f"- boxes whose top action changed: {report.top1_changed:.2%}",
+        "",
+        "| class | AP eager | AP engine | diff (points) |",
+        "|---|---:|---:|---:|",
+    ]
+    for c in report.top_classes:
+        lines.append(f"| {c.class_id} {c.name} | {c.ap_eager * 100:.2f} | {c.ap_engine * 100:.2f} | {c.diff_points:+.2f} |")
+    t = report.thresholds
+    lines += [
+        "",
+        "## Gate",
+        "",
+        f"- thresholds: max_map_drop {t.max_map_drop}, atol {t.atol}, rtol {t.rtol}, min_within {t.min_within}, "
+        f"min_cosine {t.min_cosine}, max_top1_changed {t.max_top1_changed}",
+        f"- from: {'; '.join(report.threshold_sources)}",
+    ]
+    lines += [f"- FAILED: {f}" for f in report.failures] or ["- all thresholds met"]
+    return "\n".join(lines) + "\n"
+
+
+def write_parity_report(
+    report: ParityReport, out: Path, force: bool = False, predictions: dict[str, list[tuple]] | None = None
+) -> Path:
+    """parity.json, parity.md and (when given) the two prediction CSVs, written atomically."""
+    from acar_deploy.artifacts import atomic_dir, write_json
+
+    with atomic_dir(out, force=force) as tmp:
+        write_json(tmp / "parity.json", report.to_dict())
+        (tmp / "parity.md").write_text(markdown_parity(report), encoding="utf-8")
+        for name, rows in (predictions or {}).items():
+            with open(tmp / f"predictions_{name}.csv", "w", encoding="utf-8") as fh:
+                for v, t, x1, y1, x2, y2, c, s in rows:
+                    fh.write(f"{v},{t},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},{c},{s:.6f}\n")
+    return out
+
+
+def default_parity_out(engine: str | os.PathLike) -> Path:
+    return Path("runs") / "parity" / Path(engine).resolve().name

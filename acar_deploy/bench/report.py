@@ -1,0 +1,208 @@
+"""Benchmark report: results.json (everything), results.md (tables) and two PNG plots.
+
+The markdown is what goes into benchmarks/README.md; the JSON is what tests and later runs compare.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from acar_deploy.artifacts import atomic_dir, write_json
+from acar_deploy.bench.latency import EAGER, BenchResult
+from acar_deploy.bench.stats import PERCENTILE_METHOD_NOTE
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f}"
+
+
+def latency_table(result: BenchResult) -> str:
+    """One row per runtime and actor count: per-clip statistics in ms, throughput, ratio to eager."""
+    lines = [
+        "| runtime | actors | mean ms | p50 | p90 | p99 | min | std | clips/s | x eager (mean) | x eager (p50 / min) "
+        "| head ms | head ms/actor | measured |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for rt in result.runtimes:
+        for r in sorted(rt.by_actors, key=lambda r: r.actors):
+            c = r.per_clip
+            head = r.head.mean / result.settings.clips if r.head else None
+            per_actor = None if head is None else head / r.actors
+            ratio = "-" if r.ratio_to_eager is None else f"{r.ratio_to_eager:.3f}"
+            robust = "-" if r.ratio_to_eager_p50 is None else f"{r.ratio_to_eager_p50:.3f} / {r.ratio_to_eager_min:.3f}"
+            lines.append(
+                f"| {rt.name} | {r.actors} | {_ms(c.mean)} | {_ms(c.p50)} | {_ms(c.p90)} | {_ms(c.p99)} | "
+                f"{_ms(c.min)} | {_ms(c.std)} | {r.throughput_clips_per_s:.3f} | {ratio} | {robust} | {_ms(head)} | "
+                f"{_ms(per_actor)} | {r.measured} |"
+            )
+    return "\n".join(lines)
+
+
+def stage_table(result: BenchResult) -> str:
+    """Mean seconds per stage at the primary actor count, with achieved GFLOP/s and peak memory."""
+    keys: list[str] = []
+    for rt in result.runtimes:
+        keys += [k for k in rt.stages_s if k not in keys]
+    head = "| runtime | " + " | ".join(f"{k} ms" for k in keys) + (
+        " | backbone GFLOP/s | head GFLOP/s | peak RSS MiB | GPU MiB | CUDA graphs |"
+    )
+    lines = [head, "|---|" + "---:|" * (len(keys) + 4) + "---|"]
+    for rt in result.runtimes:
+        cells = [_ms(rt.stages_s.get(k)) for k in keys]
+        g = rt.gflops_per_s
+        gpu = rt.memory.get("gpu_used")
+        graphs = "-" if rt.cuda_graphs is None else ("yes" if rt.cuda_graphs else "no")
+        lines.append(
+            f"| {rt.name} | " + " | ".join(cells)
+            + f" | {g.get('backbone', float('nan')):.1f} | {g.get('head', float('nan')):.1f} | "
+            f"{_mib(rt.memory.get('peak_rss'))} | {_mib(gpu)} | {graphs} |"
+        )
+    return "\n".join(lines)
+
+
+def head_slope_lines(result: BenchResult) -> list[str]:
+    lines = []
+    for rt in result.runtimes:
+        if rt.head_slope_s_per_actor is not None:
+            lines.append(f"- {rt.name}: head {rt.head_slope_s_per_actor * 1e3:.2f} ms per additional actor "
+                         "(least-squares slope over the actor counts)")
+    return lines
+
+
+def environment_block(env: dict[str, Any]) -> str:
+    gpu = env.get("gpu")
+    gpu_text = "none" if not gpu else f"{gpu['name']} (driver {gpu.get('driver') or '?'}, CUDA {gpu.get('cuda_runtime')})"
+    versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v)
+    def loads(values: Any) -> str:
+        return "-" if not values else " / ".join(f"{v:.2f}" for v in values)
+
+    load_text = f"{loads(env.get('load_average_at_start'))} at the start, {loads(env.get('load_average_1_5_15'))} at the end"
+    return "\n".join([
+        f"- CPU: {env.get('cpu_model')} ({env.get('logical_cpus')} logical CPUs; "
+        f"{', '.join(env.get('cpu_flags') or []) or 'no AVX-512 flags'})",
+        f"- threads: {env.get('threads')} (torch.set_num_threads and ORT intra_op_num_threads)",
+        f"- load average (1/5/15 min): {load_text} (other processes share the CPU)",
+        f"- GPU: {gpu_text}",
+        f"- OS: {env.get('os')}; Python {env.get('python')}",
+        f"- versions: {versions}",
+    ])
+
+
+def markdown_report(result: BenchResult) -> str:
+    s = result.settings
+    h, w = s.size
+    parts = [
+        "# Latency benchmark",
+        "",
+        f"{s.clips} clip(s) of 32x{h}x{w} per call; actors per clip {', '.join(map(str, s.actors))} "
+        f"(full pipeline at {s.primary_actors}); {result.iterations} interleaved iterations after "
+        f"{s.warmup} warm-up iterations per runtime; {s.threads} threads. Baseline: `{EAGER}` "
+        "(eval mode, torch.inference_mode, fp32, default memory format).",
+        "",
+        "## Per clip",
+        "",
+        latency_table(result),
+        "",
+        "## Stages (primary actor count, per call)",
+        "",
+        stage_table(result),
+        "",
+        *head_slope_lines(result),
+        "",
+    ]
+    if result.flops is not None:
+        f = result.flops
+        per_actor = ", ".join(f"{a}: {f.head_per_actor(a) / 1e9:.4g}" for a in sorted(f.head_by_actors))
+        parts += [
+            "## FLOPs (eager model, torch FlopCounterMode, 1 MAC = 2 FLOP, RoIAlign not counted)",
+            "",
+            f"- backbone: {f.backbone_per_clip / 1e9:.4g} GFLOP per clip",
+            f"- head: {f.head_marginal_per_actor / 1e9:.4g} GFLOP per additional actor "
+            "(F(2 actors) - F(1 actor)); whole head per clip / actors, by actor count: " + per_actor,
+            "",
+        ]
+    if result.preprocess is not None:
+        parts += [f"Preprocessing (uint8 frames -> normalised float clip, data pipeline `frames_to_clip`): "
+                  f"{_ms(result.preprocess.mean)} ms per clip (mean of {result.preprocess.n}).", ""]
+    parts += [
+        "## Method",
+        "",
+        "- timer: time.perf_counter around `runner.infer` (host wall clock, outputs back on the host)",
+        "- runtimes interleaved round robin per iteration, starting runtime rotated each iteration",
+        f"- percentiles: {PERCENTILE_METHOD_NOTE}",
+        "- secondary actor counts: full(primary) - head(primary) + head(actors) of the same iteration "
+        "when the runner runs the head alone ('head-only'), else the full pipeline ('full')",
+        "- x eager: runtime mean / eager mean at the same actor count, from this run (p50 / min: the same "
+        "with medians and minima, less sensitive to other processes)",
+        "- peak RSS: VmHWM, reset before each runtime's solo warm-up (includes everything loaded)",
+        "",
+        "## Environment",
+        "",
+        environment_block(result.environment),
+        "",
+    ]
+    if result.notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in result.notes], ""]
+    return "\n".join(parts)
+
+
+def plot_latency_vs_actors(result: BenchResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for rt in result.runtimes:
+        rows = sorted(rt.by_actors, key=lambda r: r.actors)
+        ax.errorbar(
+            [r.actors for r in rows], [r.per_clip.mean * 1e3 for r in rows],
+            yerr=[r.per_clip.std * 1e3 for r in rows], marker="o", capsize=3, label=rt.name,
+        )
+    ax.set_xlabel("actors per clip")
+    ax.set_ylabel("latency per clip (ms, mean ± std)")
+    ax.set_title("Per-clip latency vs actors")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_stages(result: BenchResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys: list[str] = []
+    for rt in result.runtimes:
+        keys += [k for k in rt.stages_s if k not in keys]
+    names = [rt.name for rt in result.runtimes]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    bottom = [0.0] * len(names)
+    for key in keys:
+        values = [rt.stages_s.get(key, 0.0) * 1e3 for rt in result.runtimes]
+        ax.bar(names, values, bottom=bottom, label=key)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_ylabel(f"ms per call ({result.settings.primary_actors} actors)")
+    ax.set_title("Stage split per runtime")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_bench_report(result: BenchResult, out: Path, force: bool = False) -> Path:
+    """Write results.json, results.md, latency_vs_actors.png and stages.png into `out` atomically."""
+    with atomic_dir(out, force=force) as tmp:
+        write_json(tmp / "results.json", result.to_dict())
+        (tmp / "results.md").write_text(markdown_report(result), encoding="utf-8")
+        plot_latency_vs_actors(result, tmp / "latency_vs_actors.png")
+        plot_stages(result, tmp / "stages.png")
+    return out
