@@ -50,7 +50,8 @@ def _print_report(report, output_format: OutputFormat, extra: dict | None = None
         "Examples:\n\n"
         "  acar-deploy export --checkpoint AVA_SLOWFAST_R50_ACAR_HR2O.pth.tar --config acar_r50 --out export/r50\n\n"
         "  acar-deploy export --config acar_tiny --out export/tiny --parts all --size 96x96 --dynamic-size\n\n"
-        "  acar-deploy export --checkpoint ckpt.pt --out export/r50-plugin --roi-align plugin --hr2o plugin --force"
+        "  acar-deploy export --checkpoint ckpt.pt --out export/r50-plugin --roi-align plugin --hr2o plugin --force\n\n"
+        "  acar-deploy export --checkpoint ckpt.pt --config acar_r50 --out export/r50-faithful --no-restructure"
     ),
 )
 @handle_errors
@@ -83,6 +84,11 @@ def export(
     no_validate: Annotated[
         bool, typer.Option("--no-validate", help="Skip the ORT-vs-eager comparison (checker still runs).")
     ] = False,
+    no_restructure: Annotated[
+        bool,
+        typer.Option("--no-restructure",
+                     help="Export the faithful graph (3D convs, conv1 per actor) instead of the faster twin."),
+    ] = False,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="Print text tables or JSON.")] = (
         OutputFormat.text
     ),
@@ -101,6 +107,7 @@ def export(
         dynamic_size=dynamic_size,
         seed=seed,
         validate=not no_validate,
+        restructure=not no_restructure,
     )
     try:
         result = export_model(out, checkpoint, config, settings, force=force, progress=sys.stderr.isatty())

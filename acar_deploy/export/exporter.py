@@ -81,6 +81,7 @@ class ExportSettings:
     seed: int = 0  # random init when there is no checkpoint
     validate: bool = True
     validation: ValidationSettings = field(default_factory=ValidationSettings)
+    restructure: bool = True  # export the faster twins of acar_deploy.export.restructure (same outputs)
 
     def checked(self) -> ExportSettings:
         if self.opset < MIN_OPSET:
@@ -323,6 +324,7 @@ def export_model(
     Nothing is written when validation fails (ValidationError, with the whole table in `.report`).
     """
     from acar_deploy.export.part_modules import with_plugin_nodes
+    from acar_deploy.export.restructure import restructured
     from acar_deploy.model.config import get_config
 
     settings = settings.checked()
@@ -342,7 +344,8 @@ def export_model(
 
     geometry = _measure_geometry(model, cfg, input_size, settings.dynamic_size)
     specs = [make_spec(p, geometry) for p in part_names]
-    export_net, swapped = with_plugin_nodes(model, roi_plugin, hr2o_plugin)
+    export_source = restructured(model) if settings.restructure else model
+    export_net, swapped = with_plugin_nodes(export_source, roi_plugin, hr2o_plugin)
     n_cases = sum(len(validation_cases(s, settings.validation)) for s in specs) if settings.validate else 0
 
     with atomic_dir(out, force=force) as tmp, _Steps(progress, len(specs) + n_cases) as steps:
@@ -379,6 +382,7 @@ def export_model(
             "roi_align": NodeChoice(settings.roi_align).value,
             "hr2o": NodeChoice(settings.hr2o).value,
             "dynamic_size": settings.dynamic_size,
+            "restructure": settings.restructure,
             "input_size": list(input_size),
             "context": {"channels": geometry.context_channels, "size": list(geometry.context_size),
                         "stride": geometry.context_stride},
