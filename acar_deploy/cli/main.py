@@ -37,6 +37,7 @@ def _root(
 # (command imports follow)
 from acar_deploy.cli import bench as _bench  # noqa: E402,F401
 from acar_deploy.cli import build as _build  # noqa: E402,F401
+from acar_deploy.cli import demo as _demo  # noqa: E402,F401
 from acar_deploy.cli import detect as _detect  # noqa: E402,F401
 from acar_deploy.cli import evaluate as _evaluate  # noqa: E402,F401
 from acar_deploy.cli import export as _export  # noqa: E402,F401
@@ -46,10 +47,19 @@ from acar_deploy.cli import synth as _synth  # noqa: E402,F401
 from acar_deploy.cli import train as _train  # noqa: E402,F401
 from acar_deploy.cli import triton as _triton  # noqa: E402,F401
 
+# `--help` lists commands in the order the data flows, not the order their modules were imported.
+PIPELINE_ORDER = ("demo", "info", "synth", "train", "detect", "evaluate", "export", "validate", "build", "bench",
+                  "parity", "triton", "triton-client")
+app.registered_commands.sort(
+    key=lambda c: PIPELINE_ORDER.index(c.name) if c.name in PIPELINE_ORDER else len(PIPELINE_ORDER)
+)
+
 
 def main() -> None:
     app()
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m acar_deploy.cli.main`: the commands live on the imported module's app
+    from acar_deploy.cli.main import main as _registered_main
+
+    _registered_main()

@@ -336,7 +336,7 @@ def proposal_rows(table: Any) -> list[tuple]:
 
 DATASET_FORMAT = "acar-deploy-dataset"
 DATASET_FILES = ("labelmap", "train_annotations", "val_annotations", "train_proposals", "val_proposals",
-                 "val_exclusions", "config")
+                 "val_exclusions", "config", "parity_thresholds")
 
 
 @dataclass(frozen=True)
@@ -346,7 +346,7 @@ class DatasetFolder:
     dataset.json: {"format": "acar-deploy-dataset", "media_dir": "videos" (video files <id>.mp4 or
     frame folders <id>/<id>_%06d.jpg), "fps": 30, "start_seconds": 0 (900 for AVA frame folders),
     "files": {"labelmap", "train_annotations", "val_annotations", "train_proposals", "val_proposals",
-    "val_exclusions", "config"}: paths relative to the folder; any may be null}.
+    "val_exclusions", "config", "parity_thresholds"}: paths relative to the folder; any may be null}.
     """
 
     root: Path

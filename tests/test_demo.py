@@ -1,0 +1,85 @@
+"""`acar-deploy demo --quick` end to end: the README's first command, CI-sized."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from acar_deploy.cli.main import app
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def test_demo_report_has_measured_latency_table(demo):
+    out, summary = demo
+    report = (out / "report.md").read_text()
+    bench = json.loads((out / "bench" / "results.json").read_text())
+    names = [r["name"] for r in bench["runtimes"]]
+    assert names[0] == "eager" and {"ort-fp32", "ort-fp16", "ort-int8"} <= set(names)
+    # every runtime's measured mean per clip (ms) appears in the report's latency table
+    for runtime in bench["runtimes"]:
+        row = next(r for r in runtime["by_actors"] if r["actors"] == bench["settings"]["actors"][0])
+        mean_ms = f"{1000 * row['per_clip_s']['mean']:.1f}"
+        assert re.search(rf"\| {re.escape(runtime['name'])} \| {row['actors']} \| {re.escape(mean_ms)} \|", report), (
+            runtime["name"], mean_ms)
+    assert (out / "bench" / "latency_vs_actors.png").stat().st_size > 1000
+
+
+def test_demo_report_has_parity_results(demo):
+    out, summary = demo
+    report = (out / "report.md").read_text()
+    for engine in ("acar-ort-fp32", "acar-ort-fp16", "acar-ort-int8"):
+        parity = json.loads((out / "parity" / engine / "parity.json").read_text())
+        verdict = "PASS" if parity["passed"] else "FAIL"
+        assert f"| {engine} | {verdict}" in report
+        assert summary["parity_passed"][engine] == parity["passed"]
+    # thresholds come from the YAML that `synth` pins beside the config: fp32 gated element-wise
+    int8 = json.loads((out / "parity" / "acar-ort-int8" / "parity.json").read_text())
+    assert any(src.endswith("config.parity.yaml [default]") for src in int8["threshold_sources"])
+    assert int8["thresholds"]["max_map_drop"] == 3.0
+    # fp32 ORT computes what eager computes: its gate passes with identical frame-mAP
+    fp32 = json.loads((out / "parity" / "acar-ort-fp32" / "parity.json").read_text())
+    assert fp32["passed"]
+    assert fp32["thresholds"]["atol"] == 1e-3 and fp32["thresholds"]["max_map_drop"] == 0.1
+    assert fp32["task"]["frame_map_engine"] == pytest.approx(fp32["task"]["frame_map_eager"], abs=1e-9)
+
+
+def test_demo_renders_keyframes_and_keeps_stage_outputs(demo):
+    out, summary = demo
+    report = (out / "report.md").read_text()
+    images = [p for p in summary["renders"]]
+    assert images, "no rendered keyframe"
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
+    rendered = [link for link in linked if link.startswith("renders/")]
+    assert rendered
+    picture = np.asarray(Image.open(out / rendered[0]).convert("RGB"))
+    assert picture.shape[0] >= 360 and picture.std() > 5  # a real picture, not a blank canvas
+    for stage_output in ("data/dataset.json", "train/history.json", "export/acar/manifest.json",
+                         "export/acar-plugin/manifest.json", "engines/acar-ort-int8/engine.json"):
+        assert (out / stage_output).is_file(), stage_output
+    # the frame-mAP the report states is the one the official evaluator gives on the written predictions
+    from acar_deploy.eval import frame_map
+
+    history = json.loads((out / "train" / "history.json").read_text())
+    scored = frame_map(out / "data" / "val.csv", out / "train" / f"val_predictions_{history[-1]['epoch']}.csv",
+                       labelmap=out / "data" / "labelmap.pbtxt", exclusions=out / "data" / "val_excluded_timestamps.csv")
+    assert summary["val_map"] == pytest.approx(scored.mAP, abs=1e-12)
+    assert f"Final val frame-mAP: **{100 * scored.mAP:.2f}**" in report
+
+
+def test_demo_refuses_to_overwrite_without_force(demo, tmp_path):
+    out, _ = demo
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "--force" in result.output
