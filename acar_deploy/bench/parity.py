@@ -23,7 +23,6 @@ from acar_deploy.bench.thresholds import ParityThresholds, engine_kind, resolve_
 from acar_deploy.errors import GateFailedError, InputError
 
 OUTPUTS = ("logits", "scores")
-DATASET_FORMAT = "acar-deploy-dataset"
 
 
 @dataclass(frozen=True)
@@ -130,6 +129,8 @@ class ParityGateFailed(GateFailedError):
 
 @dataclass(frozen=True)
 class _Dataset:
+    """The files of one split of a dataset folder (read through `acar_deploy.data.dataset.load_dataset`)."""
+
     root: Path
     media_root: Path
     annotations: Path
@@ -140,37 +141,24 @@ class _Dataset:
 
 
 def _read_dataset_json(root: Path, split: str) -> _Dataset:
-    path = root / "dataset.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: not found; --data must be a dataset folder written by `acar-deploy synth` "
-                         "(or one with the same dataset.json layout)") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    if meta.get("format") != DATASET_FORMAT:
-        raise InputError(f"{path}: 'format' is not {DATASET_FORMAT!r}; not a dataset folder")
-    files = meta.get("files") or {}
+    from acar_deploy.data.dataset import load_dataset
 
-    def file(key: str, required: bool = True) -> Path | None:
-        name = files.get(key)
-        if name is None:
-            if required:
-                raise InputError(f"{path}: files.{key} is missing; the dataset has no '{split}' split")
-            return None
-        p = root / name
-        if not p.is_file():
-            raise InputError(f"{p}: listed in {path} as files.{key} but missing")
-        return p
+    folder = load_dataset(root)
+
+    def required(key: str) -> Path:
+        path = folder.path(key)
+        if path is None:
+            raise InputError(f"{root / 'dataset.json'}: files.{key} is missing; the dataset has no '{split}' split")
+        return path
 
     return _Dataset(
-        root=root,
-        media_root=root / str(meta.get("media_dir") or meta.get("videos_dir") or "videos"),
-        annotations=file(f"{split}_annotations"),  # type: ignore[arg-type]
-        proposals=file(f"{split}_proposals"),  # type: ignore[arg-type]
-        exclusions=file(f"{split}_exclusions", required=False),
-        labelmap=file("labelmap", required=False),
-        start_seconds=float(meta.get("start_seconds", 0)),
+        root=folder.root,
+        media_root=folder.media_dir,
+        annotations=required(f"{split}_annotations"),
+        proposals=required(f"{split}_proposals"),
+        exclusions=folder.path(f"{split}_exclusions"),
+        labelmap=folder.path("labelmap"),
+        start_seconds=folder.start_seconds,
     )
 
 
