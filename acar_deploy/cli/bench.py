@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,12 +11,8 @@ import typer
 
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
+from acar_deploy.cli.options import OutputFormat
 from acar_deploy.errors import InputError
-
-
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
 
 
 def parse_actor_counts(text: str) -> tuple[int, ...]:

@@ -11,6 +11,7 @@ import typer
 
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
+from acar_deploy.cli.options import OutputFormat
 from acar_deploy.engines import defaults
 
 
@@ -29,11 +30,6 @@ class CalibMethodChoice(str, Enum):
     minmax = "minmax"
     entropy = "entropy"
     percentile = "percentile"
-
-
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
 
 
 @app.command(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,11 +10,7 @@ import typer
 
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
-
-
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
+from acar_deploy.cli.options import OutputFormat
 
 
 @app.command(

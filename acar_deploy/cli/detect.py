@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,17 +10,8 @@ import typer
 
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
+from acar_deploy.cli.options import Device, OutputFormat
 from acar_deploy.errors import InputError
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
 
 
 @app.command(

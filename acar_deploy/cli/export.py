@@ -12,11 +12,7 @@ import typer
 
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
-
-
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
+from acar_deploy.cli.options import OutputFormat
 
 
 class PartsChoice(str, Enum):

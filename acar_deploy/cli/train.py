@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,16 +11,7 @@ import typer
 
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
+from acar_deploy.cli.options import Device, OutputFormat
 
 
 @app.command(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,14 +10,9 @@ import typer
 
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
+from acar_deploy.cli.options import OutputFormat
 from acar_deploy.serve.triton import InstanceKind
 from acar_deploy.serve.triton_client import TritonProtocol
-
-
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
-
 
 DEFAULT_PORTS = {TritonProtocol.http: 8000, TritonProtocol.grpc: 8001}
 
