@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from acar_deploy.engines.cache import EngineCache, EngineCacheKey
+from acar_deploy.engines.builds.cache import EngineCache, EngineCacheKey
 
 
 class CountingBuilder:

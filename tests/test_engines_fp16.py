@@ -9,7 +9,7 @@ import onnx
 import pytest
 from test_engines_support import sample_feeds, tiny_export
 
-from acar_deploy.engines import BuildSettings, EagerRunner, build_engine, open_runner
+from acar_deploy.engines import BuildSettings, EagerRunner, RunnerOptions, build_engine, open_runner
 
 FP16_EPS = 2.0**-11  # unit roundoff of float16 (10 stored mantissa bits)
 
@@ -73,7 +73,7 @@ def test_fp16_engine_matches_eager_within_fp16_rounding(fp16_engine, graph):
     feeds = sample_feeds(np.random.default_rng(7), 2, [3, 2])
     with EagerRunner.from_checkpoint(export.checkpoint) as eager:
         expected = eager.infer(feeds)
-    with open_runner(info.path, graph=graph) as runner:
+    with open_runner(info.path, RunnerOptions(graph=graph)) as runner:
         assert runner.metadata["precision"] == "fp16"
         got = runner.infer(feeds)
     tolerances = fp16_tolerances(expected["logits"])
@@ -120,7 +120,7 @@ def test_fp32_islands_are_fp32_in_the_fp16_graph(fp16_engine, part):
 
 def test_plugin_export_fp16_inlines_custom_nodes():
     """Custom ACAR_RoIAlign / ACAR_HR2O nodes: their function bodies are inlined, then the islands apply."""
-    from acar_deploy.engines.fp16 import convert_to_fp16
+    from acar_deploy.engines.builds.fp16 import convert_to_fp16
     from acar_deploy.engines.settings import Fp16Policy
 
     export = tiny_export(plugin_nodes=True, parts="split")

@@ -11,8 +11,15 @@ import onnx
 import pytest
 from test_engines_support import CLIP_SHAPE, sample_feeds, tiny_export, write_npz_calibration
 
-from acar_deploy.engines import BuildSettings, EagerRunner, Int8Policy, build_engine, open_runner
-from acar_deploy.engines.calibration import load_calibration_set
+from acar_deploy.engines import (
+    BuildSettings,
+    EagerRunner,
+    Int8Policy,
+    RunnerOptions,
+    build_engine,
+    open_runner,
+)
+from acar_deploy.engines.builds.calibration import load_calibration_set
 
 
 def dequantized_inputs(model: onnx.ModelProto) -> dict[str, list[bool]]:
@@ -91,7 +98,7 @@ def test_int8_runs_split_and_fused_close_to_eager(int8_engine):
         expected = eager.infer(feeds)["logits"]
     scale = float(np.abs(expected).max())
     for graph in ("split", "fused"):
-        with open_runner(info.path, graph=graph) as runner:
+        with open_runner(info.path, RunnerOptions(graph=graph)) as runner:
             got = runner.infer(feeds)["logits"]
         # 8-bit activations over ~20 quantized layers: a few percent of the logit range, never more than 10%
         diff = float(np.abs(got - expected).max())

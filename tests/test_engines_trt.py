@@ -12,6 +12,7 @@ from acar_deploy.engines import (
     BuildSettings,
     EagerRunner,
     Int8Policy,
+    RunnerOptions,
     ShapeRange,
     TrtPolicy,
     build_engine,
@@ -49,7 +50,7 @@ def test_trt_engine_matches_eager(setup, precision):
         expected = eager.infer(feeds)
     with open_runner(info.path) as runner:
         got = runner.infer(feeds)
-        assert runner.metadata["runtime"] == "tensorrt" and runner.metadata["precision"] == precision
+        assert runner.metadata["runtime"] == "trt" and runner.metadata["precision"] == precision
         assert set(runner.last_stage_times) >= {"h2d", "backbone", "head", "d2h"}
     scale = float(np.abs(expected["logits"]).max())
     # fp32 (TF32 off): float reordering only; fp16: 20 roundings of 2^-11 (see test_engines_fp16);
@@ -67,11 +68,11 @@ def test_trt_engine_cache_hits_and_rebuilds(setup):
 
 
 def test_trt_cuda_graph_replay_equals_direct_execution(setup):
-    from acar_deploy.engines.trt import TrtRunner
+    from acar_deploy.engines.runners.trt import TrtRunner
 
     info = build(setup, "fp32", "graphs")
     feeds = sample_feeds(np.random.default_rng(4), 2, [1, 2])
-    with TrtRunner(info.path) as direct, TrtRunner(info.path, cuda_graph=True) as graphed:
+    with TrtRunner(info.path) as direct, TrtRunner(info.path, RunnerOptions(cuda_graph=True)) as graphed:
         expected = direct.infer(feeds)["logits"]
         for _ in range(2):  # capture, then replay
             np.testing.assert_allclose(graphed.infer(feeds)["logits"], expected, atol=1e-6, rtol=0)

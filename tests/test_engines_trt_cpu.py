@@ -9,7 +9,7 @@ import pytest
 from test_engines_support import tiny_export
 
 from acar_deploy.engines import BuildSettings, ShapeRange, trt_build
-from acar_deploy.engines.trt import profile_shapes
+from acar_deploy.engines.runners.trt import profile_shapes
 from acar_deploy.errors import InputError
 
 

@@ -154,11 +154,11 @@ def test_threshold_file_layers_and_errors(tmp_path):
     path.write_text("default: {max_map_drop: 1.0}\nort-int8: {max_map_drop: 0.5, atol: 0.05}\n")
     table = load_threshold_file(path)
     assert table == {"default": {"max_map_drop": 1.0}, "ort-int8": {"max_map_drop": 0.5, "atol": 0.05}}
-    t, sources = resolve_thresholds({"runtime": "onnxruntime", "precision": "int8"}, thresholds_file=path,
+    t, sources = resolve_thresholds({"runtime": "ort", "precision": "int8"}, thresholds_file=path,
                                     overrides={"atol": 0.1, "rtol": None})
     assert (t.max_map_drop, t.atol, t.rtol) == (0.5, 0.1, None)
     assert sources[-1] == "command line: atol=0.1"
-    fp32, _ = resolve_thresholds({"runtime": "onnxruntime", "precision": "fp32"}, thresholds_file=path)
+    fp32, _ = resolve_thresholds({"runtime": "ort", "precision": "fp32"}, thresholds_file=path)
     assert (fp32.max_map_drop, fp32.atol, fp32.rtol) == (1.0, 1e-3, 1e-3)
 
     path.write_text("ort-int8:\n  max_map_drop: 0.5\n  atoll: 0.05\n")

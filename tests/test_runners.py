@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_engines_support import sample_feeds, tiny_export
 
-from acar_deploy.engines import EagerRunner, OrtRunner, open_runner
+from acar_deploy.engines import EagerRunner, OrtRunner, RunnerOptions, open_runner
 from acar_deploy.errors import InputError
 
 
@@ -34,9 +34,9 @@ def test_ort_fp32_matches_eager(export, eager, graph):
     # Three clips, the middle one without boxes: relations must stay within each clip.
     feeds = sample_feeds(np.random.default_rng(1), 3, [2, 0, 3])
     expected = eager.infer(feeds)
-    with open_runner(export.export_dir, graph=graph, intra_op_num_threads=1) as runner:
+    with open_runner(export.export_dir, RunnerOptions(graph=graph, threads=1)) as runner:
         got = runner.infer(feeds)
-        assert runner.metadata["runtime"] == "onnxruntime" and runner.metadata["precision"] == "fp32"
+        assert runner.metadata["runtime"] == "ort" and runner.metadata["precision"] == "fp32"
         assert runner.metadata["provider"] == "CPUExecutionProvider"
         assert set(runner.last_stage_times) == ({"backbone", "head"} if graph == "split" else {"fused"})
         assert runner.last_inference_time >= sum(runner.last_stage_times.values())
@@ -70,7 +70,7 @@ def test_zero_boxes_never_reach_the_graphs(export, eager, monkeypatch):
     assert head_calls == []
 
 
-def test_head_only_feeds_run_the_head_alone(export, eager):
+def test_infer_head_runs_the_head_alone(export, eager):
     import torch
 
     feeds = sample_feeds(np.random.default_rng(4), 2, [1, 2])
@@ -78,11 +78,13 @@ def test_head_only_feeds_run_the_head_alone(export, eager):
         context = eager.model.context(torch.from_numpy(feeds["clips"])).numpy()
     with OrtRunner(export.export_dir) as runner:
         full = runner.infer(feeds)
-        head = runner.infer({"context": context, "rois": feeds["rois"]})
+        assert runner.supports_head_only and runner.runtime.value == "ort" and runner.precision.value == "fp32"
+        head = runner.infer_head(context, feeds["rois"])
         assert set(runner.last_stage_times) == {"head"}
     np.testing.assert_allclose(head["logits"], full["logits"], atol=1e-5, rtol=0)
-    with OrtRunner(export.export_dir, graph="fused") as fused, pytest.raises(InputError, match="fused"):
-        fused.infer({"context": context, "rois": feeds["rois"]})
+    with OrtRunner(export.export_dir, RunnerOptions(graph="fused")) as fused, pytest.raises(InputError, match="fused"):
+        assert not fused.supports_head_only
+        fused.infer_head(context, feeds["rois"])
 
 
 def test_bad_feeds_and_specs_are_input_errors(export, tmp_path):
@@ -104,5 +106,5 @@ def test_bad_feeds_and_specs_are_input_errors(export, tmp_path):
 def test_open_runner_eager_spec(export):
     feeds = sample_feeds(np.random.default_rng(6), 1, [2])
     with open_runner(f"eager:{export.checkpoint}:") as a, EagerRunner.from_checkpoint(export.checkpoint, "acar_tiny") as b:
-        assert a.metadata["runtime"] == "pytorch"
+        assert a.metadata["runtime"] == "eager"
         np.testing.assert_array_equal(a.infer(feeds)["logits"], b.infer(feeds)["logits"])

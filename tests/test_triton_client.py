@@ -26,7 +26,8 @@ from typer.testing import CliRunner  # noqa: E402
 
 from acar_deploy.cli.main import app  # noqa: E402
 from acar_deploy.errors import InputError  # noqa: E402
-from acar_deploy.serve.triton import PartSource, TensorSpec, TritonSettings, pipeline_config  # noqa: E402
+from acar_deploy.formats import ExportManifest  # noqa: E402
+from acar_deploy.serve.triton import PartSource, TritonSettings, TritonTensor, pipeline_config  # noqa: E402
 from acar_deploy.serve.triton_client import TritonProtocol, parse_boxes, request_actions  # noqa: E402
 
 LABEL_MAP = Path(__file__).resolve().parents[1] / "acar_deploy" / "data" / "ava_action_list_v2.1.pbtxt"
@@ -41,15 +42,18 @@ def _served_config(height: int, width: int) -> dict:
     c = len(CLASSES)
     backbone = PartSource(
         "backbone", Path("backbone.onnx"), "onnxruntime_onnx", "export",
-        (TensorSpec("clips", "float32", (-1, 3, 32, height, width)),), (TensorSpec("context", "float32", (-1, 8, 4, 4)),),
+        (TritonTensor("clips", "float32", (-1, 3, 32, height, width)),), (TritonTensor("context", "float32", (-1, 8, 4, 4)),),
     )
     head = PartSource(
         "head", Path("head.onnx"), "onnxruntime_onnx", "export",
-        (TensorSpec("context", "float32", (-1, 8, 4, 4)), TensorSpec("rois", "float32", (-1, 5))),
-        (TensorSpec("logits", "float32", (-1, c)),),
+        (TritonTensor("context", "float32", (-1, 8, 4, 4)), TritonTensor("rois", "float32", (-1, 5))),
+        (TritonTensor("logits", "float32", (-1, c)),),
     )
-    manifest = {"model_name": "standin", "classes": CLASSES, "input_size": [height, width],
-                "normalization": NORMALIZATION}
+    manifest = ExportManifest.from_dict({
+        "format": "acar-deploy-export", "format_version": 1, "model_name": "standin", "config": {},
+        "classes": CLASSES, "input_size": [height, width], "dynamic_size": False, "normalization": NORMALIZATION,
+        "parts": {"fused": {"file": "acar.onnx"}},
+    })
     config = pipeline_config({"backbone": backbone, "head": head}, manifest, TritonSettings(), 4)
     return json_format.MessageToDict(config, preserving_proto_field_name=True)
 

@@ -6,8 +6,8 @@ ratio to eager is taken from the same run. The benchmark talks to runners only (
 `last_stage_times`, `metadata`); the eager model itself is used once, to count FLOPs.
 
 Per iteration and runtime: one full `infer({"clips", "rois"})` at the primary actor count (the first
-of `actors`); for every other actor count only the head runs (`infer({"context", "rois"})`) when the
-runner accepts a context feed, otherwise the full pipeline runs again. The per-clip latency at a
+of `actors`); for every other actor count only the head runs (`infer_head(context, rois)`) when the
+runner `supports_head_only`, otherwise the full pipeline runs again. The per-clip latency at a
 secondary actor count is then `full - head(primary) + head(actors)` of the same iteration.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -32,27 +32,13 @@ from acar_deploy.bench.environment import (
     rss_bytes,
 )
 from acar_deploy.bench.stats import PERCENTILE_METHOD_NOTE, LatencyStats, summarize
+from acar_deploy.engines.runners.base import Runner, RunnerOptions
 from acar_deploy.errors import InputError
 
 EAGER = "eager"
 # Stage keys a runner may report, in display order; anything else is shown after them.
 STAGE_ORDER = ("preprocess", "h2d", "backbone", "head", "d2h")
 NOT_STAGES = ("wall", "total")  # whole-call times some runners add next to their stages  # SlowFast output stride with the dilated res5 (official ACAR backbone)
-
-
-class Runner(Protocol):
-    """The runner interface of docs/design.md, as far as the benchmark uses it."""
-
-    name: str
-    metadata: dict
-    last_inference_time: float
-    last_stage_times: dict[str, float]
-
-    def activate(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -273,7 +259,7 @@ class _Inputs:
 def _make_inputs(settings: BenchSettings, config: Any) -> _Inputs:
     rng = np.random.default_rng(settings.seed)
     h, w = settings.size
-    num_frames = int(getattr(getattr(config, "input", None), "num_frames", 32))
+    num_frames = int(config.input.num_frames)
     clips = rng.standard_normal((settings.clips, 3, num_frames, h, w), dtype=np.float32)
     # Context after ReLU + temporal mean is non-negative; values only matter for realism, not shape.
     context = np.abs(rng.standard_normal(context_shape(config, settings.clips, settings.size), dtype=np.float32))
@@ -293,7 +279,7 @@ def time_preprocess(config: Any, settings: BenchSettings, repeats: int = 3) -> L
     spec = ClipSpec.from_model_config(config, short_side=min(settings.size))
     rng = np.random.default_rng(settings.seed + 1)
     h, w = settings.size
-    num_frames = int(getattr(getattr(config, "input", None), "num_frames", 32))
+    num_frames = int(config.input.num_frames)
     frames = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for _ in range(num_frames)]
     frames_to_clip(frames, spec)  # warm caches and allocator
     samples = []
@@ -338,28 +324,27 @@ def contention_note(load: float, threads: int) -> str:
             "Rerun on an idle machine, or with --threads 1.")
 
 
-def open_engine_runner(source: str, threads: int) -> Runner:
-    """`open_runner(source)` with ONNX Runtime's intra-op threads set (runtimes without it ignore it).
+def bench_runner_options(threads: int) -> RunnerOptions:
+    """Every runtime timed with the same intra-op threads; ORT's pool threads do not spin.
 
-    ORT's pool threads would spin-wait after each call and steal the cores from the runtime timed
-    next in the interleaved loop, so the benchmark turns spinning off for every ORT session.
+    Spinning ORT threads would steal the cores from the runtime timed next in the interleaved loop.
     """
-    from acar_deploy.engines.open_runner import open_runner
-
-    try:
-        return open_runner(source, intra_op_num_threads=threads, allow_spinning=False)
-    except TypeError:  # a runner without a thread option (TensorRT: the GPU does the work)
-        return open_runner(source)
+    return RunnerOptions(threads=threads, allow_spinning=False)
 
 
 def open_benchmark_runners(settings: BenchSettings) -> tuple[dict[str, Runner], dict[str, str], Any, Any]:
     """Open eager plus every engine; return runners by name, their sources, the config and eager model."""
-    from acar_deploy.engines.eager import EagerRunner
+    from acar_deploy.engines.runners.eager import EagerRunner
+    from acar_deploy.engines.runners.open import open_runner
+    from acar_deploy.formats import verify_folder
     from acar_deploy.model.acar import build_model
     from acar_deploy.model.checkpoint import load_model
     from acar_deploy.model.config import get_config
 
-    engine_runners = [(source, open_engine_runner(source, settings.threads)) for source in settings.engines]
+    for source in settings.engines:
+        verify_folder(source)
+    options = bench_runner_options(settings.threads)
+    engine_runners = [(source, open_runner(source, options)) for source in settings.engines]
     if settings.checkpoint is not None:
         model = load_model(settings.checkpoint, settings.config)
         config = model.config
@@ -369,17 +354,17 @@ def open_benchmark_runners(settings: BenchSettings) -> tuple[dict[str, Runner], 
         if settings.config is not None:
             config = get_config(settings.config)
         else:
-            config = _config_from_runners([r for _, r in engine_runners])
+            config = _config_from_sources([s for s, _ in engine_runners])
         torch.manual_seed(settings.seed)
         model = build_model(config).eval()
-    eager = EagerRunner(model, name=EAGER, num_threads=settings.threads)
+    eager = EagerRunner(model, name=EAGER, options=options)
 
     runners: dict[str, Runner] = {EAGER: eager}
     sources: dict[str, str] = {
         EAGER: f"eager:{settings.checkpoint}" if settings.checkpoint else "eager (seeded random weights)"
     }
     for source, runner in engine_runners:
-        name = runtime_label(runner, source)
+        name = runtime_label(runner)
         if name in runners:  # e.g. an export folder and an fp32 engine: both "ort-fp32"
             name = f"{name}:{Path(source).name}"
         base, n = name, 2
@@ -390,39 +375,21 @@ def open_benchmark_runners(settings: BenchSettings) -> tuple[dict[str, Runner], 
     return runners, sources, config, model
 
 
-def _config_from_runners(runners: Sequence[Runner]) -> Any:
-    from acar_deploy.model.config import ModelConfig, get_config
+def _config_from_sources(sources: Sequence[str]) -> Any:
+    """The model config recorded in the first export or engine folder's manifest."""
+    from acar_deploy.formats import ExportManifest, folder_kind
+    from acar_deploy.model.config import ModelConfig
 
-    for runner in runners:
-        meta = getattr(runner, "metadata", {}) or {}
-        folder = getattr(runner, "folder", None)
-        manifest = getattr(folder, "manifest", None) or meta.get("manifest") or {}
-        data = manifest.get("config") or meta.get("config")
-        if isinstance(data, dict):
-            return ModelConfig.from_dict(data, source=f"{meta.get('path', 'engine')} manifest")
-        name = manifest.get("model_name") or meta.get("model_name")
-        if isinstance(name, str):
-            return get_config(name)
+    for source in sources:
+        if folder_kind(source) is not None:
+            manifest = ExportManifest.load(source)
+            return ModelConfig.from_dict(manifest.config, source=f"{manifest.path} config")
     raise InputError("no --config given and no engine records its model config: pass --config NAME_OR_YAML")
 
 
-def runtime_label(runner: Any, source: str = "") -> str:
-    """`<runtime>-<precision>` from runner metadata, e.g. `ort-int8`, `trt-fp16`, `eager-fp32`."""
-    meta = getattr(runner, "metadata", {}) or {}
-    runtime = str(meta.get("runtime") or getattr(runner, "name", "") or Path(source).name or "engine").lower()
-    runtime = {"onnxruntime": "ort", "tensorrt": "trt", "pytorch": "eager", "torch": "eager"}.get(runtime, runtime)
-    precision = meta.get("precision")
-    return f"{runtime}-{str(precision).lower()}" if precision and not runtime.endswith(str(precision)) else runtime
-
-
-def _supports_head_only(runner: Runner, inputs: _Inputs, actors: int) -> bool:
-    """Whether `infer({"context", "rois"})` runs the head alone (split engines, eager)."""
-    try:
-        out = runner.infer({"context": inputs.context, "rois": inputs.rois[actors]})
-    except Exception:  # noqa: BLE001 - any refusal means "not supported"; the full path is used instead
-        return False
-    logits = out.get("logits") if isinstance(out, Mapping) else None
-    return logits is not None and np.shape(logits)[0] == inputs.rois[actors].shape[0]
+def runtime_label(runner: Runner) -> str:
+    """`<runtime>-<precision>`, e.g. `ort-int8`, `trt-fp16`, `eager-fp32`."""
+    return f"{runner.runtime.value}-{runner.precision.value}"
 
 
 # --- measurement --------------------------------------------------------------------------------
@@ -438,9 +405,12 @@ class _Samples:
 
 def _timed(runner: Runner, feeds: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
     start = time.perf_counter()
-    runner.infer(feeds)
+    if "context" in feeds:
+        runner.infer_head(feeds["context"], feeds["rois"])
+    else:
+        runner.infer(feeds)
     elapsed = time.perf_counter() - start
-    return elapsed, dict(getattr(runner, "last_stage_times", {}) or {})
+    return elapsed, dict(runner.last_stage_times)
 
 
 def _one_iteration(
@@ -507,11 +477,9 @@ def benchmark_runners(
     notes: list[str] = []
 
     for runner in runners.values():
-        if hasattr(runner, "activate"):
-            runner.activate()
+        runner.activate()
 
-    head_only = {n: len(settings.actors) > 1 and _supports_head_only(r, inputs, settings.actors[1])
-                 for n, r in runners.items()}
+    head_only = {n: len(settings.actors) > 1 and r.supports_head_only for n, r in runners.items()}
     for n, ok in head_only.items():
         if len(settings.actors) > 1 and not ok:
             notes.append(f"{n}: no head-only path; every actor count ran the full pipeline")
@@ -629,8 +597,7 @@ def _summarise(
         if len(head_points) >= 2:
             xs, ys = np.array(head_points, np.float64).T
             slope = float(np.polyfit(xs, ys, 1)[0])
-        meta = dict(getattr(runner, "metadata", {}) or {})
-        meta.pop("manifest", None)  # the full manifest is in the engine folder; keep the JSON readable
+        meta = dict(runner.metadata)
         out.append(RuntimeResult(
             name=name,
             source=sources.get(name, name),
@@ -705,8 +672,7 @@ def run_benchmark(settings: BenchSettings, progress: bool = True) -> BenchResult
         result = benchmark_runners(runners, settings, config, model=model, sources=sources, progress=progress)
     finally:
         for runner in runners.values():
-            if hasattr(runner, "close"):
-                runner.close()
+            runner.close()
     if settings.out is not None:
         from acar_deploy.bench.report import write_bench_report
 

@@ -223,7 +223,7 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
     from acar_deploy.data.clips import ClipSpec
     from acar_deploy.data.dataset import KeyframeDataset
     from acar_deploy.data.labelmap import read_labelmap
-    from acar_deploy.engines.eager import EagerRunner
+    from acar_deploy.engines.runners.eager import EagerRunner
     from acar_deploy.model.checkpoint import load_model
 
     if settings.out is not None:
@@ -239,10 +239,14 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
     spec = ClipSpec.from_model_config(config, short_side=config.input.short_side)
     dataset = KeyframeDataset(keyframes, ds.media_root, model_classes, spec=spec, start_seconds=ds.start_seconds)
 
-    from acar_deploy.bench.latency import open_engine_runner
+    from acar_deploy.bench.latency import bench_runner_options
+    from acar_deploy.engines.runners.open import open_runner
+    from acar_deploy.formats import verify_folder
 
-    eager = EagerRunner(model, name="eager", num_threads=settings.threads)
-    engine = open_engine_runner(settings.engine, settings.threads)
+    verify_folder(settings.engine)
+    options = bench_runner_options(settings.threads)
+    eager = EagerRunner(model, name="eager", options=options)
+    engine = open_runner(settings.engine, options)
     kind = "-".join(engine_kind(engine.metadata))
     thresholds, sources = resolve_thresholds(
         engine.metadata, settings.config, settings.thresholds,

@@ -48,9 +48,8 @@ BUILTIN: dict[str, dict[str, float]] = {
 
 
 def engine_kind(metadata: dict[str, Any]) -> tuple[str, str]:
-    """(`ort`|`trt`|..., `fp32`|`fp16`|`int8`) from runner metadata."""
+    """(`ort`|`trt`|..., `fp32`|`fp16`|`int8`) from runner metadata (the values engine.json uses)."""
     runtime = str(metadata.get("runtime") or "unknown").lower()
-    runtime = {"onnxruntime": "ort", "tensorrt": "trt", "pytorch": "eager", "torch": "eager"}.get(runtime, runtime)
     precision = str(metadata.get("precision") or "fp32").lower()
     return runtime, precision
 

@@ -12,7 +12,7 @@ import typer
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
 from acar_deploy.cli.options import OutputFormat
-from acar_deploy.engines import defaults
+from acar_deploy.engines import settings as defaults
 
 
 class RuntimeChoice(str, Enum):

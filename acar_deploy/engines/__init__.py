@@ -1,30 +1,29 @@
-"""Runners (eager, ONNX Runtime, TensorRT) behind one interface, and engine builds.
+"""Engines in two parts: runners (eager, ONNX Runtime, TensorRT behind one interface) and builds.
 
-`open_runner(path)` opens an export folder, an engine folder or `eager:CKPT:CONFIG`;
+`open_runner(path, RunnerOptions(...))` opens an export folder, an engine folder or `eager:CKPT:CONFIG`;
 `build_engine(BuildSettings(...))` turns an export folder into an engine folder.
 """
 
 from acar_deploy.engines.build import build_engine
-from acar_deploy.engines.eager import EagerRunner
-from acar_deploy.engines.open_runner import open_runner
-from acar_deploy.engines.ort import OrtRunner, OrtSessionSettings
-from acar_deploy.engines.runner import Runner
+from acar_deploy.engines.runners.base import Runner, RunnerOptions
+from acar_deploy.engines.runners.eager import EagerRunner
+from acar_deploy.engines.runners.open import open_runner
+from acar_deploy.engines.runners.ort import OrtRunner
 from acar_deploy.engines.settings import (
     BuildSettings,
     CalibMethod,
     EngineInfo,
     Fp16Policy,
     Int8Policy,
-    Precision,
-    Runtime,
     ShapeRange,
     TrtPolicy,
 )
+from acar_deploy.formats.enums import Precision, Runtime
 
 
 def __getattr__(name: str):
     if name == "TrtRunner":  # imported lazily: TensorRT is an optional extra
-        from acar_deploy.engines.trt import TrtRunner
+        from acar_deploy.engines.runners.trt import TrtRunner
 
         return TrtRunner
     raise AttributeError(name)
@@ -38,9 +37,9 @@ __all__ = [
     "Fp16Policy",
     "Int8Policy",
     "OrtRunner",
-    "OrtSessionSettings",
     "Precision",
     "Runner",
+    "RunnerOptions",
     "Runtime",
     "ShapeRange",
     "TrtPolicy",

@@ -18,17 +18,28 @@ from typing import Any
 import numpy as np
 
 from acar_deploy import __version__
-from acar_deploy.artifacts import atomic_dir, check_can_write, sha256_file, write_json
-from acar_deploy.engines.calibration import CalibrationSet, load_calibration_set
-from acar_deploy.engines.folders import ENGINE_FORMAT, ENGINE_FORMAT_VERSION, ExportFolder, PartSpec
-from acar_deploy.engines.settings import BuildSettings, EngineInfo, Precision, Runtime
+from acar_deploy.artifacts import atomic_dir, check_can_write, sha256_file
+from acar_deploy.engines.builds.calibration import CalibrationSet, load_calibration_set
+from acar_deploy.engines.settings import BuildSettings, EngineInfo
+from acar_deploy.formats import (
+    ENGINE_FILE,
+    ENGINE_FORMAT,
+    ENGINE_FORMAT_VERSION,
+    MANIFEST_FILE,
+    EngineRecord,
+    ExportManifest,
+    GraphPartRecord,
+    Precision,
+    Runtime,
+)
 
 LARGE_GRAPH_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with margin: larger graphs use external data
 
 
 def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
     """Build (or rebuild with `force`) the engine described by `settings`."""
-    export = ExportFolder.load(settings.export_dir)
+    export = ExportManifest.load(settings.export_dir)
+    export.verify_graphs()
     out = settings.resolved_out_dir
     check_can_write(out, settings.force)
     trt_context = _tensorrt_context(settings) if settings.runtime == Runtime.TRT else None
@@ -48,8 +59,8 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
             record: dict[str, Any] = {
                 "source_file": part.file,
                 "source_sha256": sha256_file(export.graph_path(name)),
-                "inputs": list(part.inputs),
-                "outputs": list(part.outputs),
+                "inputs": [t.to_dict() for t in part.inputs],
+                "outputs": [t.to_dict() for t in part.outputs],
                 **policy,
             }
             if settings.runtime == Runtime.ORT:
@@ -57,7 +68,7 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
                 _save_graph(graph, target)
                 record["file"] = part.file
             else:
-                from acar_deploy.engines.trt_build import build_part_plan
+                from acar_deploy.engines.builds.trt_builder import build_part_plan
 
                 target = tmp / f"{name}.plan"
                 hit = build_part_plan(settings, trt_context, part, graph, policy, target)
@@ -67,10 +78,10 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
             record["sha256"] = sha256_file(target)
             part_records[name] = record
             advance(name)
-        shutil.copy2(export.path / "manifest.json", tmp / "manifest.json")
+        shutil.copy2(export.path, tmp / MANIFEST_FILE)
         engine_json = _engine_json(settings, export, part_records, calibration, trt_context,
                                    time.perf_counter() - started)
-        write_json(tmp / "engine.json", engine_json)
+        EngineRecord.from_dict(engine_json, tmp / ENGINE_FILE).write()
     return EngineInfo(
         path=out,
         runtime=settings.runtime,
@@ -84,7 +95,7 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
 
 def _precision_graph(
     settings: BuildSettings,
-    part: PartSpec,
+    part: GraphPartRecord,
     source: Any,
     calibration: CalibrationSet | None,
     context_feeds: list[np.ndarray] | None,
@@ -94,14 +105,14 @@ def _precision_graph(
         return source, {}
     if settings.precision == Precision.FP16:
         if settings.runtime == Runtime.TRT:
-            from acar_deploy.engines.trt_build import fp16_graph_for_tensorrt
+            from acar_deploy.engines.builds.trt_builder import fp16_graph_for_tensorrt
 
             return fp16_graph_for_tensorrt(settings, source)
-        from acar_deploy.engines.fp16 import convert_to_fp16
+        from acar_deploy.engines.builds.fp16 import convert_to_fp16
 
         graph, report = convert_to_fp16(source, settings.fp16)
         return graph, report.to_json()
-    from acar_deploy.engines.int8 import quantize_int8
+    from acar_deploy.engines.builds.int8 import quantize_int8
 
     assert calibration is not None
     feeds = _part_feeds(part, calibration, context_feeds)
@@ -111,7 +122,7 @@ def _precision_graph(
     return graph, report.to_json()
 
 
-def _part_feeds(part: PartSpec, calibration: CalibrationSet, contexts: list[np.ndarray] | None) -> list[dict]:
+def _part_feeds(part: GraphPartRecord, calibration: CalibrationSet, contexts: list[np.ndarray] | None) -> list[dict]:
     feeds = []
     for i, sample in enumerate(calibration.samples):
         available = {"clips": sample.clips, "rois": sample.rois}
@@ -121,7 +132,7 @@ def _part_feeds(part: PartSpec, calibration: CalibrationSet, contexts: list[np.n
     return feeds
 
 
-def _backbone_contexts(export: ExportFolder, calibration: CalibrationSet) -> list[np.ndarray]:
+def _backbone_contexts(export: ExportManifest, calibration: CalibrationSet) -> list[np.ndarray]:
     """The fp32 backbone's context maps for the calibration clips (what the head sees at fp32)."""
     import onnxruntime as ort
 
@@ -129,17 +140,17 @@ def _backbone_contexts(export: ExportFolder, calibration: CalibrationSet) -> lis
     return [session.run(["context"], {"clips": s.clips})[0] for s in calibration.samples]
 
 
-def _calibration_set(settings: BuildSettings, export: ExportFolder) -> CalibrationSet:
+def _calibration_set(settings: BuildSettings, export: ExportManifest) -> CalibrationSet:
     source = settings.int8.calib_data
     clip_shape = None
     for part in export.parts.values():
         if "clips" in part.input_names:
             clip_shape = tuple(part.shape_of("clips")[1:])
     if source is None:
-        from acar_deploy.engines.calibration import default_calibration_set
+        from acar_deploy.engines.builds.calibration import default_calibration_set
 
-        return default_calibration_set(export.manifest, clip_shape, settings.int8.calib_clips, settings.int8.seed)
-    return load_calibration_set(source, settings.int8.calib_clips, clip_shape, settings.int8.seed, export.manifest)
+        return default_calibration_set(export, clip_shape, settings.int8.calib_clips, settings.int8.seed)
+    return load_calibration_set(source, settings.int8.calib_clips, clip_shape, settings.int8.seed, export)
 
 
 def _save_graph(graph: Any, target: Path) -> None:
@@ -152,7 +163,7 @@ def _save_graph(graph: Any, target: Path) -> None:
 
 
 def _tensorrt_context(settings: BuildSettings) -> dict[str, Any]:
-    from acar_deploy.engines.trt import gpu_identity, import_tensorrt
+    from acar_deploy.engines.runners.trt import gpu_identity, import_tensorrt
 
     trt = import_tensorrt("building a TensorRT engine")
     name, capability = gpu_identity()
@@ -171,7 +182,7 @@ def _versions(trt_context: dict[str, Any] | None) -> dict[str, str]:
 
 def _engine_json(
     settings: BuildSettings,
-    export: ExportFolder,
+    export: ExportManifest,
     parts: dict[str, dict[str, Any]],
     calibration: CalibrationSet | None,
     trt_context: dict[str, Any] | None,
@@ -182,9 +193,9 @@ def _engine_json(
         "format_version": ENGINE_FORMAT_VERSION,
         "runtime": settings.runtime.value,
         "precision": settings.precision.value,
-        "model_name": export.manifest.get("model_name"),
-        "export": {"path": str(export.path), "manifest_sha256": sha256_file(export.path / "manifest.json"),
-                   "checkpoint_sha256": export.manifest.get("checkpoint_sha256")},
+        "model_name": export.model_name,
+        "export": {"path": str(export.folder), "manifest_sha256": sha256_file(export.path),
+                   "checkpoint_sha256": export.checkpoint_sha256},
         "parts": parts,
         "precision_policy": _policy_summary(settings),
         "calibration": calibration.to_json() | {"method": settings.int8.calib_method.value} if calibration else None,

@@ -1,4 +1,4 @@
-"""Build settings (one frozen dataclass) and what a build returns."""
+"""Build settings (one frozen dataclass), every default of a build and of the runners, and what a build returns."""
 
 from __future__ import annotations
 
@@ -7,19 +7,61 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from acar_deploy.engines import defaults
 from acar_deploy.errors import InputError
+from acar_deploy.formats.enums import Precision, Runtime
+
+# --- ONNX Runtime FP16 -------------------------------------------------------------------------
+# Op types kept in fp32 in the fp16 graph. Softmax and the normalisations overflow or lose the
+# mean/variance in fp16 (TensorRT#2564, #3101; onnxruntime#10079); a decomposed GroupNorm is a
+# ReduceMean/Pow/Sqrt chain, so those stay fp32 too (they are cheap). The attention logits (the
+# MatMul/Einsum that feeds each Softmax, through Div/Mul/Where/...) are found structurally, see
+# `fp32_islands.attention_logit_nodes`.
+FP16_OP_BLOCK_LIST: tuple[str, ...] = (
+    "Softmax",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "ReduceMean",
+    "Pow",
+    "Sqrt",
+)
+FP16_NODE_BLOCK_PATTERNS: tuple[str, ...] = ()  # fnmatch patterns on node name or torch namespace
+FP16_KEEP_ATTENTION_LOGITS_FP32 = True
+# ORT executes model-local functions by inlining them anyway; inlining first lets the fp32 islands
+# land on the Softmax/MatMul/normalisation nodes inside custom ACAR_* nodes. With inlining off, a
+# custom-domain node is kept fp32 as a whole.
+INLINE_LOCAL_FUNCTIONS = True
+
+# --- INT8 (QDQ) --------------------------------------------------------------------------------
+CALIB_CLIPS = 32
+CALIB_METHOD = "minmax"  # minmax sometimes wins by a lot over entropy (TensorRT#1411, #3922)
+CALIB_PERCENTILE = 99.999
+INT8_PER_CHANNEL = True
+# The fast 5x7x7 3->8 stem conv took 1.7 s in int8 against ~0.1 s in fp32 on this CPU class
+# (deployment-notes.md): keep both stem convs fp32.
+INT8_KEEP_STEM_FP32 = True
+INT8_KEEP_FP32_ISLANDS = True  # no Q/DQ around softmax, attention logits, normalisation
+INT8_EXCLUDE_PATTERNS: tuple[str, ...] = ()
+INT8_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Einsum")
+
+# --- TensorRT ----------------------------------------------------------------------------------
+ROI_PROFILE = (1, 8, 32)  # min:opt:max boxes per head call; min >= 1 (TensorRT#337), opt = typical
+CLIP_PROFILE = (1, 1, 4)  # min:opt:max clips per call
+WORKSPACE_GIB = 4.0
+ENGINE_CACHE_DIR = "engines/.cache"
+TIMING_CACHE_FILE = "engines/.cache/timing.cache"
+
+# --- Runners -----------------------------------------------------------------------------------
+ORT_PROVIDER_PREFERENCE: tuple[str, ...] = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CPUExecutionProvider",
+)
+ORT_GRAPH_OPTIMIZATION = "all"
 
 
-class Runtime(str, Enum):
-    ORT = "ort"
-    TRT = "trt"
-
-
-class Precision(str, Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
+BUILDABLE_RUNTIMES = (Runtime.ORT, Runtime.TRT)
+BUILDABLE_PRECISIONS = (Precision.FP32, Precision.FP16, Precision.INT8)
 
 
 class CalibMethod(str, Enum):
@@ -59,10 +101,10 @@ class ShapeRange:
 class Fp16Policy:
     """Which parts of the graph stay fp32 when the rest is converted to fp16."""
 
-    op_block_list: tuple[str, ...] = defaults.FP16_OP_BLOCK_LIST
-    node_block_patterns: tuple[str, ...] = defaults.FP16_NODE_BLOCK_PATTERNS
-    keep_attention_logits_fp32: bool = defaults.FP16_KEEP_ATTENTION_LOGITS_FP32
-    inline_local_functions: bool = defaults.INLINE_LOCAL_FUNCTIONS
+    op_block_list: tuple[str, ...] = FP16_OP_BLOCK_LIST
+    node_block_patterns: tuple[str, ...] = FP16_NODE_BLOCK_PATTERNS
+    keep_attention_logits_fp32: bool = FP16_KEEP_ATTENTION_LOGITS_FP32
+    inline_local_functions: bool = INLINE_LOCAL_FUNCTIONS
 
 
 @dataclass(frozen=True)
@@ -70,14 +112,14 @@ class Int8Policy:
     """How the QDQ graph is calibrated and which nodes stay fp32."""
 
     calib_data: Path | None = None
-    calib_clips: int = defaults.CALIB_CLIPS
-    calib_method: CalibMethod = CalibMethod(defaults.CALIB_METHOD)
-    calib_percentile: float = defaults.CALIB_PERCENTILE
-    per_channel: bool = defaults.INT8_PER_CHANNEL
-    keep_stem_fp32: bool = defaults.INT8_KEEP_STEM_FP32
-    keep_fp32_islands: bool = defaults.INT8_KEEP_FP32_ISLANDS
-    exclude_patterns: tuple[str, ...] = defaults.INT8_EXCLUDE_PATTERNS
-    op_types: tuple[str, ...] = defaults.INT8_OP_TYPES
+    calib_clips: int = CALIB_CLIPS
+    calib_method: CalibMethod = CalibMethod(CALIB_METHOD)
+    calib_percentile: float = CALIB_PERCENTILE
+    per_channel: bool = INT8_PER_CHANNEL
+    keep_stem_fp32: bool = INT8_KEEP_STEM_FP32
+    keep_fp32_islands: bool = INT8_KEEP_FP32_ISLANDS
+    exclude_patterns: tuple[str, ...] = INT8_EXCLUDE_PATTERNS
+    op_types: tuple[str, ...] = INT8_OP_TYPES
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -90,11 +132,11 @@ class Int8Policy:
 
 @dataclass(frozen=True)
 class TrtPolicy:
-    rois: ShapeRange = ShapeRange(*defaults.ROI_PROFILE)
-    clips: ShapeRange = ShapeRange(*defaults.CLIP_PROFILE)
-    workspace_gib: float = defaults.WORKSPACE_GIB
-    engine_cache_dir: Path | None = Path(defaults.ENGINE_CACHE_DIR)
-    timing_cache: Path | None = Path(defaults.TIMING_CACHE_FILE)
+    rois: ShapeRange = ShapeRange(*ROI_PROFILE)
+    clips: ShapeRange = ShapeRange(*CLIP_PROFILE)
+    workspace_gib: float = WORKSPACE_GIB
+    engine_cache_dir: Path | None = Path(ENGINE_CACHE_DIR)
+    timing_cache: Path | None = Path(TIMING_CACHE_FILE)
 
 
 @dataclass(frozen=True)
@@ -114,6 +156,10 @@ class BuildSettings:
         object.__setattr__(self, "export_dir", Path(self.export_dir))
         object.__setattr__(self, "runtime", Runtime(self.runtime))
         object.__setattr__(self, "precision", Precision(self.precision))
+        if self.runtime not in BUILDABLE_RUNTIMES:
+            raise InputError(f"runtime {self.runtime.value!r}: builds target {[r.value for r in BUILDABLE_RUNTIMES]}")
+        if self.precision not in BUILDABLE_PRECISIONS:
+            raise InputError(f"precision {self.precision.value!r}: builds support {[p.value for p in BUILDABLE_PRECISIONS]}")
         if self.out_dir is not None:
             object.__setattr__(self, "out_dir", Path(self.out_dir))
 

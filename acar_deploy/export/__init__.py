@@ -21,7 +21,6 @@ _EXPORTS = {
     "ValidationReport": "acar_deploy.export.validate",
     "ValidationSettings": "acar_deploy.export.validate",
     "ValidationError": "acar_deploy.export.validate",
-    "read_manifest": "acar_deploy.export.validate",
     "BackboneSpec": "acar_deploy.export.specs",
     "HeadSpec": "acar_deploy.export.specs",
     "FusedSpec": "acar_deploy.export.specs",

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from acar_deploy.artifacts import atomic_dir, check_can_write, sha256_file, write_json
+from acar_deploy.artifacts import atomic_dir, check_can_write, sha256_file
 from acar_deploy.errors import GateFailedError, InputError
 from acar_deploy.export.plugin_nodes import attach_local_functions, main_opset, node_summary
 from acar_deploy.export.specs import (
@@ -36,8 +36,6 @@ from acar_deploy.export.specs import (
     random_clips,
 )
 from acar_deploy.export.validate import (
-    MANIFEST_FORMAT,
-    MANIFEST_NAME,
     ValidationError,
     ValidationReport,
     ValidationSettings,
@@ -46,6 +44,7 @@ from acar_deploy.export.validate import (
     load_graph,
     validation_cases,
 )
+from acar_deploy.formats import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, MANIFEST_FILE, ExportManifest
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
@@ -374,8 +373,8 @@ def export_model(
         if report is not None and not report.ok:
             raise ValidationError(report)
         manifest = {
-            "format": MANIFEST_FORMAT,
-            "format_version": 1,
+            "format": EXPORT_FORMAT,
+            "format_version": EXPORT_FORMAT_VERSION,
             "model_name": cfg.name,
             "config": cfg.to_dict(),
             "opset": settings.opset,
@@ -398,5 +397,5 @@ def export_model(
             "versions": _versions(),
             "validation": [r.to_dict() for r in rows],
         }
-        write_json(tmp / MANIFEST_NAME, manifest)
+        ExportManifest.from_dict(manifest, tmp / MANIFEST_FILE).write()
     return ExportResult(out, manifest, report, tuple(notes))

@@ -8,7 +8,6 @@ for each output.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -16,13 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from acar_deploy.errors import InputError
+from acar_deploy.formats.manifest import NUM_FRAMES, PART_NAMES, ExportGeometry, Normalization
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-PART_NAMES = ("backbone", "head", "fused")
 PART_FILES = {"backbone": "backbone.onnx", "head": "head.onnx", "fused": "acar.onnx"}
-NUM_FRAMES = 32
 
 
 @dataclass(frozen=True)
@@ -48,49 +46,6 @@ class TensorSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Clip pixels become `(pixels / norm_value - mean) / std` per RGB channel."""
-
-    norm_value: float = 255.0
-    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
-    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"norm_value": self.norm_value, "mean": list(self.mean), "std": list(self.std)}
-
-
-@dataclass(frozen=True)
-class ExportGeometry:
-    """Facts every part spec needs: frame size, context map size and width, classes, normalisation."""
-
-    input_size: tuple[int, int]
-    context_size: tuple[int, int]
-    context_channels: int
-    num_classes: int
-    normalization: Normalization = field(default_factory=Normalization)
-    dynamic_size: bool = False
-    num_frames: int = NUM_FRAMES  # config input.num_frames (32 for the official configs)
-
-    @property
-    def context_stride(self) -> int:
-        """Frame pixels per context cell (16 for SlowFast with the dilated res5)."""
-        return 2 ** round(math.log2(self.input_size[0] / self.context_size[0]))
-
-    def context_size_for(self, frame_size: tuple[int, int]) -> tuple[int, int]:
-        s = self.context_stride
-        return (math.ceil(frame_size[0] / s), math.ceil(frame_size[1] / s))
-
-    def second_input_size(self) -> tuple[int, int]:
-        """Another frame size (smaller H, wider W) to prove a dynamic-size graph bakes neither.
-
-        Never below 5 context cells: the head's 3x3 conv and pooling need that many.
-        """
-        height, width = self.input_size
-        low = 5 * self.context_stride
-        return (max(low, (height * 3 // 4) // 16 * 16), max(low, width * 5 // 4))
 
 
 # ---- realistic inputs --------------------------------------------------------------------------

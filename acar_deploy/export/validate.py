@@ -8,7 +8,6 @@ that the part's spec declares. Used by `export_model` before anything is written
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +18,8 @@ import numpy as np
 
 from acar_deploy.artifacts import sha256_file
 from acar_deploy.errors import GateFailedError, InputError
-from acar_deploy.export.specs import ExportGeometry, Normalization, PartSpec, make_spec
-
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "acar-deploy-export"
+from acar_deploy.export.specs import PartSpec, make_spec
+from acar_deploy.formats import ExportManifest
 
 
 @dataclass(frozen=True)
@@ -206,69 +203,26 @@ def compare_part(
 # ---- whole export folders ----------------------------------------------------------------------
 
 
-def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    folder = Path(folder)
-    path = folder / MANIFEST_NAME
-    if not folder.is_dir():
-        raise InputError(f"{folder}: export folder not found; create it with `acar-deploy export --out {folder}`")
-    if not path.is_file():
-        raise InputError(f"{path}: no manifest.json; this is not an export folder (re-run `acar-deploy export`)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        line = getattr(exc, "lineno", None)
-        where = f"{path}:{line}" if line else str(path)
-        raise InputError(f"{where}: manifest.json is not valid JSON; re-run `acar-deploy export --force`") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise InputError(f"{path}: not an acar-deploy export manifest (format != {MANIFEST_FORMAT!r})")
-    if not isinstance(manifest.get("parts"), dict) or not manifest["parts"]:
-        raise InputError(f"{path}: manifest lists no parts; re-run `acar-deploy export --force`")
-    return manifest
-
-
-def geometry_from_manifest(manifest: dict[str, Any]) -> ExportGeometry:
-    norm = manifest["normalization"]
-    context = None
-    for part in manifest["parts"].values():
-        for tensor in part["inputs"] + part["outputs"]:
-            if tensor["name"] == "context":
-                context = tensor["shape"]
-    channels, ctx_size = manifest["context"]["channels"], tuple(manifest["context"]["size"])
-    if context is not None and isinstance(context[1], int):
-        channels = context[1]
-    return ExportGeometry(
-        input_size=tuple(manifest["input_size"]),
-        context_size=ctx_size,
-        context_channels=channels,
-        num_classes=len(manifest["classes"]) if manifest.get("classes") else manifest["config"]["head"]["num_classes"],
-        normalization=Normalization(norm["norm_value"], tuple(norm["mean"]), tuple(norm["std"])),
-        dynamic_size=bool(manifest["dynamic_size"]),
-        num_frames=int(manifest["config"]["input"].get("num_frames", 32)),
-    )
-
-
-def _eager_model_for(manifest: dict[str, Any], folder: Path, checkpoint: str | os.PathLike | None):
-    from acar_deploy.export.exporter import load_eager_model
-
-    source = manifest.get("source", {})
+def _eager_model_for(manifest: ExportManifest, folder: Path, checkpoint: str | os.PathLike | None):
+    source = manifest.source
     ckpt = checkpoint if checkpoint is not None else source.get("checkpoint")
     if ckpt is not None:
         ckpt = Path(ckpt)
         if not ckpt.is_file():
             raise InputError(
-                f"{ckpt}: checkpoint recorded in {folder / MANIFEST_NAME} not found; pass --checkpoint CKPT"
+                f"{ckpt}: checkpoint recorded in {manifest.path} not found; pass --checkpoint CKPT"
             )
-        want = manifest.get("checkpoint_sha256")
+        want = manifest.checkpoint_sha256
         if want and sha256_file(ckpt) != want:
             raise InputError(
-                f"{ckpt}: sha256 differs from checkpoint_sha256 in {folder / MANIFEST_NAME}; "
+                f"{ckpt}: sha256 differs from checkpoint_sha256 in {manifest.path}; "
                 "pass the checkpoint the graphs were exported from"
             )
+    from acar_deploy.model import load_model
     from acar_deploy.model.config import ModelConfig
 
-    config = ModelConfig.from_dict(manifest["config"], source=str(folder / MANIFEST_NAME))
-    model, _ = load_eager_model(ckpt, config, seed=int(source.get("seed", 0)))
-    return model
+    config = ModelConfig.from_dict(manifest.config, source=str(manifest.path))
+    return load_model(ckpt, config, seed=int(source.get("seed", 0))).eval()
 
 
 def validate_export(
@@ -284,19 +238,15 @@ def validate_export(
     sha256 must match), or from the recorded seed when the export used a random init.
     """
     folder = Path(path)
-    manifest = read_manifest(folder)
-    geometry = geometry_from_manifest(manifest)
+    manifest = ExportManifest.load(folder)
+    geometry = manifest.geometry()
+    models = {part: load_graph(manifest.graph_path(part)) for part in manifest.parts}  # readable at all?
+    manifest.verify_graphs()
     graphs = {}
     checks: list[str] = []
-    for part, entry in manifest["parts"].items():
+    for part, model in models.items():
         spec = make_spec(part, geometry)
-        graph_path = folder / entry.get("file", spec.file)
-        model = load_graph(graph_path)  # readable at all?
-        if entry.get("sha256") and sha256_file(graph_path) != entry["sha256"]:
-            raise InputError(
-                f"{graph_path}: sha256 differs from manifest.json (modified or truncated); "
-                "re-run `acar-deploy export --force`"
-            )
+        graph_path = manifest.graph_path(part)
         checks += check_graph(model, graph_path, spec)
         graphs[part] = (spec, graph_path)
     eager = _eager_model_for(manifest, folder, checkpoint)

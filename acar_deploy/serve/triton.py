@@ -21,6 +21,7 @@ from typing import Any
 from acar_deploy import __version__
 from acar_deploy.artifacts import atomic_dir, sha256_file, write_json
 from acar_deploy.errors import InputError, MissingExtraError
+from acar_deploy.formats import EngineRecord, ExportManifest, GraphPartRecord
 
 PARTS = ("backbone", "head")
 PART_TENSORS = {"backbone": (("clips",), ("context",)), "head": (("context", "rois"), ("logits",))}
@@ -80,7 +81,7 @@ class TritonSettings:
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class TritonTensor:
     name: str
     dtype: str  # numpy name, e.g. "float32"
     dims: tuple[int, ...]  # -1 for a dynamic dimension
@@ -94,8 +95,8 @@ class PartSource:
     path: Path
     platform: str  # "onnxruntime_onnx" or "tensorrt_plan"
     origin: str  # "export" or the engine folder's runtime-precision label
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
+    inputs: tuple[TritonTensor, ...]
+    outputs: tuple[TritonTensor, ...]
     max_clips: int = 0  # a TensorRT plan's optimization-profile max for B (0: no limit known)
     max_rois: int = 0  # ... and for R
 
@@ -130,18 +131,15 @@ def _spec_dims(shape: list[Any]) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
 
 
-def _manifest_specs(manifest: dict[str, Any], part: str, where: Path) -> tuple[tuple[TensorSpec, ...], ...]:
-    try:
-        entry = manifest["parts"][part]
-        return tuple(
-            tuple(TensorSpec(t["name"], t["dtype"], _spec_dims(t["shape"])) for t in entry[side])
-            for side in ("inputs", "outputs")
-        )
-    except (KeyError, TypeError) as exc:
-        raise InputError(f"{where}: parts.{part} lacks inputs/outputs (name, dtype, shape); re-export") from exc
+def _record_specs(part: GraphPartRecord) -> tuple[tuple[TritonTensor, ...], tuple[TritonTensor, ...]]:
+    """Triton tensors of a part as its record (engine.json or manifest.json) lists them."""
+    return tuple(
+        tuple(TritonTensor(t.name, t.dtype, _spec_dims(list(t.shape))) for t in side)  # type: ignore[misc]
+        for side in (part.inputs, part.outputs)
+    )  # type: ignore[return-value]
 
 
-def onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def onnx_io(path: Path) -> tuple[tuple[TritonTensor, ...], tuple[TritonTensor, ...]]:
     """Graph inputs (initializers excluded) and outputs with element types and dims (-1 = dynamic)."""
     import onnx
 
@@ -151,13 +149,13 @@ def onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]
         raise InputError(f"{path}: not a readable ONNX file ({exc}); re-export it") from exc
     initializers = {t.name for t in model.graph.initializer}
 
-    def spec(value: Any) -> TensorSpec:
+    def spec(value: Any) -> TritonTensor:
         tensor = value.type.tensor_type
         elem = onnx.TensorProto.DataType.Name(tensor.elem_type)
         if elem not in _ONNX_TYPES:
             raise InputError(f"{path}: tensor {value.name} has element type {elem}, which Triton cannot serve")
         dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
-        return TensorSpec(value.name, _ONNX_TYPES[elem], dims)
+        return TritonTensor(value.name, _ONNX_TYPES[elem], dims)
 
     inputs = tuple(spec(v) for v in model.graph.input if v.name not in initializers)
     return inputs, tuple(spec(v) for v in model.graph.output)
@@ -174,50 +172,48 @@ def _check_tensor_names(source: PartSource) -> None:
         )
 
 
-def _export_parts(export_dir: Path) -> tuple[dict[str, Any], dict[str, PartSource]]:
-    from acar_deploy.engines.folders import ExportFolder
-
-    export = ExportFolder.load(export_dir)
+def _export_parts(export_dir: Path) -> tuple[ExportManifest, dict[str, PartSource]]:
+    export = ExportManifest.load(export_dir)
+    export.verify_graphs()
     parts = {}
     for part in PARTS:
         if part not in export.parts:
             raise InputError(
-                f"{export_dir / 'manifest.json'}: no {part} part (has {sorted(export.parts)}); Triton serves the "
+                f"{export.path}: no {part} part (has {sorted(export.parts)}); Triton serves the "
                 "split graphs: re-export with the backbone and head parts (split or all)"
             )
         path = export.graph_path(part)
         inputs, outputs = onnx_io(path)
         parts[part] = PartSource(part, path, "onnxruntime_onnx", "export", inputs, outputs)
-    return export.manifest, parts
+    return export, parts
 
 
-def _engine_parts(engine_dir: Path, export_manifest: dict[str, Any]) -> dict[str, PartSource]:
+def _engine_parts(engine_dir: Path, export_manifest: ExportManifest) -> dict[str, PartSource]:
     """The backbone/head an engine folder lists in engine.json: `.plan` -> TensorRT, `.onnx` -> ORT."""
-    from acar_deploy.engines.folders import EngineFolder
-
-    engine = EngineFolder.load(engine_dir)
-    where = engine_dir / "manifest.json"
-    for key in ("model_name", "checkpoint_sha256"):
-        if key in engine.manifest and key in export_manifest and engine.manifest[key] != export_manifest[key]:
+    engine = EngineRecord.load(engine_dir)
+    engine.verify_graphs()
+    copy = engine.export_manifest
+    for key, mine, theirs in (("model_name", copy.model_name, export_manifest.model_name),
+                              ("checkpoint_sha256", copy.checkpoint_sha256, export_manifest.checkpoint_sha256)):
+        if mine != theirs:
             raise InputError(
-                f"{where}: {key} {engine.manifest[key]!r} differs from the export's {export_manifest[key]!r}; "
-                "pass engines built from this export"
+                f"{copy.path}: {key} {mine!r} differs from the export's {theirs!r}; pass engines built from this export"
             )
-    label = "-".join(str(engine.engine[k]) for k in ("runtime", "precision") if engine.engine.get(k))
-    profile = ((engine.engine.get("settings") or {}).get("trt") or {})
-    max_clips = int((profile.get("clips") or {}).get("max") or 0)
-    max_rois = int((profile.get("rois") or {}).get("max") or 0)
+    label = engine.label
+    max_clips = engine.profile_max("clips")
+    max_rois = engine.profile_max("rois")
     parts = {}
     for part in PARTS:
         if part not in engine.parts:
             continue
         path = engine.graph_path(part)
         if path.suffix == ".plan":
-            spec = engine.parts[part]
-            if spec.inputs and spec.outputs:
-                inputs, outputs = _manifest_specs({"parts": {part: asdict(spec)}}, part, engine_dir / "engine.json")
-            else:
-                inputs, outputs = _manifest_specs(engine.manifest, part, where)
+            record = engine.parts[part]
+            if not (record.inputs and record.outputs):
+                record = copy.parts.get(part, record)
+            if not (record.inputs and record.outputs):
+                raise InputError(f"{engine.path}: parts.{part} lacks inputs/outputs (name, dtype, shape); rebuild")
+            inputs, outputs = _record_specs(record)
             parts[part] = PartSource(
                 part, path, "tensorrt_plan", label or engine_dir.name, inputs, outputs, max_clips, max_rois
             )
@@ -241,17 +237,13 @@ class ModelSet:
 
 
 def _engine_label(engine_dir: Path) -> str:
-    try:
-        record = json.loads((engine_dir / "engine.json").read_text())
-        label = "_".join(str(record[k]) for k in ("runtime", "precision") if record.get(k))
-    except (OSError, json.JSONDecodeError):
-        label = ""
-    return re.sub(r"[^a-z0-9]+", "_", (label or engine_dir.name).lower()).strip("_")
+    label = EngineRecord.load(engine_dir).label
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
 def resolve_model_sets(
     export_dir: Path, engine_dirs: tuple[Path, ...], name: str
-) -> tuple[dict[str, Any], tuple[ModelSet, ...]]:
+) -> tuple[ExportManifest, tuple[ModelSet, ...]]:
     """Which graphs each pipeline serves: the export's; or one engine's (named `name`); or, for several
     engines, one pipeline per engine named `name_<runtime>_<precision>` so variants sit side by side."""
     manifest, export_parts = _export_parts(export_dir)
@@ -275,13 +267,13 @@ def resolve_model_sets(
     return manifest, tuple(sets)
 
 
-def _tensor(spec: TensorSpec) -> dict[str, Any]:
+def _tensor(spec: TritonTensor) -> dict[str, Any]:
     if spec.dtype not in _TRITON_TYPES:
         raise InputError(f"tensor {spec.name}: dtype {spec.dtype} has no Triton type")
     return {"name": spec.name, "data_type": _TRITON_TYPES[spec.dtype], "dims": list(spec.dims)}
 
 
-def _by_name(specs: tuple[TensorSpec, ...], name: str) -> TensorSpec:
+def _by_name(specs: tuple[TritonTensor, ...], name: str) -> TritonTensor:
     return next(s for s in specs if s.name == name)
 
 
@@ -332,7 +324,7 @@ def num_pose_classes(classes: list[dict[str, Any]]) -> int:
 
 def pipeline_config(
     parts: dict[str, PartSource],
-    manifest: dict[str, Any],
+    manifest: ExportManifest,
     settings: TritonSettings,
     backbone_max_batch: int,
     name: str | None = None,
@@ -342,11 +334,11 @@ def pipeline_config(
     clips = _by_name(parts["backbone"].inputs, "clips")
     rois = _by_name(parts["head"].inputs, "rois")
     logits = _by_name(parts["head"].outputs, "logits")
-    classes = manifest.get("classes") or []
+    classes = manifest.classes
     num_classes = logits.dims[-1]
     if num_classes > 0 and len(classes) != num_classes:
         raise InputError(
-            f"manifest.json lists {len(classes)} classes but the head outputs {num_classes} logits; re-export"
+            f"{manifest.path} lists {len(classes)} classes but the head outputs {num_classes} logits; re-export"
         )
     name = name or settings.name
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=0)
@@ -365,9 +357,9 @@ def pipeline_config(
         "num_pose_classes": str(num_pose_classes(classes)),
         "class_ids": json.dumps([int(c["id"]) for c in classes]),
         "class_names": json.dumps([str(c["name"]) for c in classes]),
-        "export_model": str(manifest.get("model_name", "")),
-        "input_size": json.dumps(manifest.get("input_size")),
-        "normalization": json.dumps(manifest.get("normalization")),
+        "export_model": manifest.model_name,
+        "input_size": json.dumps(list(manifest.input_size)),
+        "normalization": json.dumps(manifest.normalization.to_dict()),
     }
     for key, value in parameters.items():
         config.parameters[key].string_value = value
@@ -411,7 +403,7 @@ def build_model_repository(
         plans = [str(p.path) for s in sets for p in s.parts.values() if p.platform == "tensorrt_plan"]
         if plans:
             raise InputError(f"{plans[0]}: TensorRT plans run on GPU instances only: pass --kind gpu")
-    classes = tuple(str(c["name"]) for c in manifest.get("classes") or [])
+    classes = tuple(str(c["name"]) for c in manifest.classes)
     entries: list[TritonModelEntry] = []
     with atomic_dir(out, force=force) as tmp:
         for model_set in sets:
@@ -422,7 +414,7 @@ def build_model_repository(
 def _write_model_set(
     root: Path,
     model_set: ModelSet,
-    manifest: dict[str, Any],
+    manifest: ExportManifest,
     settings: TritonSettings,
     export_dir: Path,
     engines: tuple[str | Path, ...],
@@ -457,7 +449,7 @@ def _write_model_set(
     (model_dir / "1").mkdir(parents=True)
     shutil.copyfile(PYTHON_MODEL_SOURCE, model_dir / "1" / "model.py")
     _write_config(model_dir, pipeline)
-    (model_dir / LABELS_FILE).write_text("".join(f"{c['name']}\n" for c in manifest.get("classes") or []))
+    (model_dir / LABELS_FILE).write_text("".join(f"{c['name']}\n" for c in manifest.classes))
     entries.append(TritonModelEntry(model_set.name, "python", f"{model_set.name}/1/model.py", "acar_deploy"))
     write_json(
         model_dir / REPOSITORY_RECORD,
@@ -467,8 +459,8 @@ def _write_model_set(
             "export": str(export_dir),
             "engines": [str(e) for e in engines],
             "served_from": model_set.origin,
-            "export_model": manifest.get("model_name"),
-            "checkpoint_sha256": manifest.get("checkpoint_sha256"),
+            "export_model": manifest.model_name,
+            "checkpoint_sha256": manifest.checkpoint_sha256,
             "settings": {**asdict(settings), "kind": settings.kind.value},
             "models": record_models,
             "versions": {"acar_deploy": __version__},

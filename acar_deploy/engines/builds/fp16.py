@@ -20,7 +20,7 @@ from typing import Any
 import onnx
 import onnx.numpy_helper
 
-from acar_deploy.engines import fp32_islands
+from acar_deploy.engines.builds import fp32_islands
 from acar_deploy.engines.settings import Fp16Policy
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from acar_deploy.engines import defaults
-from acar_deploy.engines.folders import EngineFolder, ExportFolder, folder_kind, num_classes_of
-from acar_deploy.engines.runner import Runner, timed
+from acar_deploy.engines.runners.base import Runner, RunnerOptions, timed
+from acar_deploy.engines.settings import ORT_PROVIDER_PREFERENCE
 from acar_deploy.errors import InputError
+from acar_deploy.formats import EngineRecord, ExportManifest, Precision, Runtime, folder_kind
 
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "layout", "all")
-
-
-@dataclass(frozen=True)
-class OrtSessionSettings:
-    """Provider order and threading; `providers=None` takes TensorRT EP -> CUDA EP -> CPU, as available."""
-
-    providers: tuple[str, ...] | None = None
-    intra_op_num_threads: int = 0  # 0 = ORT's default (one per physical core)
-    inter_op_num_threads: int = 0
-    graph_optimization_level: str = defaults.ORT_GRAPH_OPTIMIZATION
-    graph: str = "auto"  # "split" (backbone + head), "fused", or "auto" (split when present)
-    # ORT's pool threads spin-wait after each run; off, they sleep, so another runtime timed right
-    # after (an interleaved benchmark) is not starved of the cores. On is ORT's default: best alone.
-    allow_spinning: bool = True
 
 
 def available_providers(requested: tuple[str, ...] | None = None) -> list[str]:
@@ -39,10 +24,10 @@ def available_providers(requested: tuple[str, ...] | None = None) -> list[str]:
         if unknown:
             raise InputError(f"ONNX Runtime providers {unknown} are not available here (available: {available})")
         return list(requested)
-    return [p for p in defaults.ORT_PROVIDER_PREFERENCE if p in available] or ["CPUExecutionProvider"]
+    return [p for p in ORT_PROVIDER_PREFERENCE if p in available] or ["CPUExecutionProvider"]
 
 
-def session_options(settings: OrtSessionSettings) -> Any:
+def session_options(settings: RunnerOptions) -> Any:
     import onnxruntime as ort
 
     levels = {
@@ -58,8 +43,8 @@ def session_options(settings: OrtSessionSettings) -> Any:
         )
     options = ort.SessionOptions()
     options.graph_optimization_level = levels[settings.graph_optimization_level]
-    options.intra_op_num_threads = settings.intra_op_num_threads
-    options.inter_op_num_threads = settings.inter_op_num_threads
+    options.intra_op_num_threads = settings.threads
+    options.inter_op_num_threads = settings.inter_op_threads
     options.log_severity_level = 3
     if not settings.allow_spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -84,33 +69,27 @@ def choose_graph(parts: dict[str, Any], graph: str, where: Path) -> bool:
 
 
 class OrtRunner(Runner):
-    """`OrtRunner("export/acar_tiny")` or `OrtRunner("engines/acar_tiny-ort-int8", intra_op_num_threads=2)`."""
+    """`OrtRunner("export/acar_tiny")` or `OrtRunner("engines/acar_tiny-ort-int8", RunnerOptions(threads=2))`."""
 
-    def __init__(self, path: str | Path, settings: OrtSessionSettings | None = None, **overrides: Any):
-        settings = settings or OrtSessionSettings()
-        if overrides:
-            from dataclasses import replace
-
-            settings = replace(settings, **overrides)
+    def __init__(self, path: str | Path, options: RunnerOptions = RunnerOptions()):
+        settings = options
         self.path = Path(path)
         self.settings = settings
         kind = folder_kind(self.path)
         if kind == "engine":
-            folder: EngineFolder | ExportFolder = EngineFolder.load(self.path)
-            if folder.runtime != "ort":
-                raise InputError(f"{self.path}/engine.json: runtime is {folder.runtime!r}; open it with open_runner()")
+            folder: EngineRecord | ExportManifest = EngineRecord.load(self.path)
+            if folder.runtime != Runtime.ORT:
+                raise InputError(f"{folder.path}: runtime is {folder.runtime.value!r}; open it with open_runner()")
             precision = folder.precision
-            manifest = folder.manifest
         elif kind == "export":
-            folder = ExportFolder.load(self.path)
-            precision = "fp32"
-            manifest = folder.manifest
+            folder = ExportManifest.load(self.path)
+            precision = Precision.FP32
         else:
             raise InputError(f"{self.path}: neither an export folder (manifest.json) nor an engine folder (engine.json)")
         self.folder = folder
         self._split = choose_graph(folder.parts, settings.graph, self.path)
-        super().__init__(f"ort-{precision}:{self.path.name}", num_classes_of(manifest, folder.parts))
-        self.metadata.update({"runtime": "onnxruntime", "precision": precision, "graph": "split" if self._split else "fused"})
+        super().__init__(f"ort-{precision.value}:{self.path.name}", folder.num_classes, Runtime.ORT, precision)
+        self.metadata.update({"graph": "split" if self._split else "fused"})
         self._sessions: dict[str, Any] = {}
 
     @property
@@ -135,7 +114,7 @@ class OrtRunner(Runner):
             {
                 "provider": provider,
                 "device": "cpu" if provider == "CPUExecutionProvider" else "cuda",
-                "threads": {"intra_op": self.settings.intra_op_num_threads, "inter_op": self.settings.inter_op_num_threads,
+                "threads": {"intra_op": self.settings.threads, "inter_op": self.settings.inter_op_threads,
                             "allow_spinning": self.settings.allow_spinning},
                 "graph_optimization_level": self.settings.graph_optimization_level,
             }

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from acar_deploy.engines.folders import EngineFolder, num_classes_of
-from acar_deploy.engines.ort import choose_graph
-from acar_deploy.engines.runner import Runner
-from acar_deploy.engines.settings import Precision, ShapeRange
+from acar_deploy.engines.runners.base import Runner, RunnerOptions
+from acar_deploy.engines.runners.ort import choose_graph
+from acar_deploy.engines.settings import ShapeRange
 from acar_deploy.errors import InputError, MissingExtraError
+from acar_deploy.formats import EngineRecord, Precision, Runtime
 
 
 def import_tensorrt(what: str) -> Any:
@@ -201,19 +201,18 @@ def _torch_dtype(trt: Any, dtype: Any) -> Any:
 class TrtRunner(Runner):
     """Runs a TensorRT engine folder on the current CUDA device; `cuda_graph=True` replays captured graphs."""
 
-    def __init__(self, path: str | Path, cuda_graph: bool = False, graph: str = "auto", **cpu_options: Any):
-        """`cpu_options` (e.g. `intra_op_num_threads`) are accepted so one `open_runner(..., **options)`
-        call opens any engine; TensorRT runs on the GPU and ignores them."""
+    def __init__(self, path: str | Path, options: RunnerOptions = RunnerOptions()):
+        """`options.graph` and `options.cuda_graph` apply; CPU thread options are ignored (it runs on the GPU)."""
         self.path = Path(path)
-        self.folder = EngineFolder.load(self.path)
-        if self.folder.runtime != "trt":
-            raise InputError(f"{self.path}/engine.json: runtime is {self.folder.runtime!r}, not trt")
-        self._split = choose_graph(self.folder.parts, graph, self.path)
-        super().__init__(f"trt-{self.folder.precision}:{self.path.name}", num_classes_of(self.folder.manifest, self.folder.parts))
-        self.cuda_graph = cuda_graph
-        self.metadata.update({"runtime": "tensorrt", "precision": self.folder.precision,
-                              "provider": "tensorrt", "graph": "split" if self._split else "fused",
-                              "cuda_graph": cuda_graph})
+        self.folder = EngineRecord.load(self.path)
+        if self.folder.runtime != Runtime.TRT:
+            raise InputError(f"{self.folder.path}: runtime is {self.folder.runtime.value!r}, not trt")
+        self._split = choose_graph(self.folder.parts, options.graph, self.path)
+        super().__init__(f"trt-{self.folder.precision.value}:{self.path.name}", self.folder.num_classes,
+                         Runtime.TRT, self.folder.precision)
+        self.cuda_graph = options.cuda_graph
+        self.metadata.update({"provider": "tensorrt", "graph": "split" if self._split else "fused",
+                              "cuda_graph": options.cuda_graph})
         self._engines: dict[str, _Engine] = {}
         self._graphs: dict[str, tuple[tuple, Any, dict[str, Any], dict[str, Any]]] = {}
 
@@ -226,7 +225,7 @@ class TrtRunner(Runner):
         import torch
 
         name, capability = gpu_identity()
-        built_on = self.folder.engine.get("gpu", {})
+        built_on = self.folder.gpu
         if built_on and (built_on.get("name"), built_on.get("compute_capability")) != (name, capability):
             raise InputError(f"{self.path}: built for {built_on.get('name')} (sm {built_on.get('compute_capability')}), "
                              f"this GPU is {name} (sm {capability}); rebuild the engine here")

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from acar_deploy.engines.runner import Runner
+from acar_deploy.engines.runners.base import Runner, RunnerOptions
+from acar_deploy.formats.enums import Precision, Runtime
 
 
 class EagerRunner(Runner):
@@ -18,35 +19,32 @@ class EagerRunner(Runner):
     stages are synchronised and H2D / D2H are timed apart, as for TensorRT.
     """
 
-    def __init__(self, model: Any, name: str = "eager", num_threads: int | None = None):
-        head_config = getattr(getattr(model, "config", None), "head", None)
-        num_classes = int(getattr(head_config, "num_classes", 0) or 0)
-        super().__init__(name, num_classes)
+    def __init__(self, model: Any, name: str = "eager", options: RunnerOptions = RunnerOptions()):
+        super().__init__(name, int(model.config.head.num_classes), Runtime.EAGER, Precision.FP32)
         self.model = model
-        self.num_threads = num_threads
-        self.metadata.update({"runtime": "pytorch", "precision": "fp32", "provider": "eager", "device": "cpu"})
+        self.options = options
+        self.metadata.update({"provider": "eager", "device": options.device or "cpu"})
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint: str | Path | None, config: str | Path | None = None, **kwargs: Any
+        cls, checkpoint: str | Path | None, config: str | Path | None = None, options: RunnerOptions = RunnerOptions()
     ) -> EagerRunner:
         from acar_deploy.model import load_model
 
         label = Path(checkpoint).name if checkpoint else "random-init"
-        return cls(load_model(checkpoint, config), name=f"eager:{label}", **kwargs)
+        return cls(load_model(checkpoint, config), name=f"eager:{label}", options=options)
 
     def _activate(self) -> None:
         import torch
 
-        if self.num_threads:
-            torch.set_num_threads(self.num_threads)
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
         self.model = self.model.eval().float()
+        if self.options.device:
+            self.model = self.model.to(self.options.device)
         self._device = next(self.model.parameters()).device
         self.metadata["device"] = str(self._device)
         self.metadata["versions"]["torch"] = torch.__version__
-        if not self.num_classes:
-            linears = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)]
-            self.num_classes = linears[-1].out_features if linears else 0
 
     def _close(self) -> None:
         pass

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from acar_deploy.errors import InputError
+from acar_deploy.formats import ExportManifest
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def npz_samples(folder: Path) -> Iterator[CalibrationSample]:
 
 
 def dataset_samples(
-    folder: Path, manifest: dict[str, Any] | None, clip_shape: tuple[int, int, int] | None, seed: int
+    folder: Path, manifest: ExportManifest | None, clip_shape: tuple[int, int, int] | None, seed: int
 ) -> Iterator[CalibrationSample]:
     """Training keyframes (ground truth + person detections) of a dataset folder (`dataset.json`),
     in a seeded random order, cut and normalised as the exported model expects."""
@@ -89,9 +90,9 @@ def dataset_samples(
     from acar_deploy.model.config import ModelConfig
 
     dataset_folder = load_dataset(folder)
-    if not manifest or "config" not in manifest:
+    if manifest is None:
         raise InputError(f"{folder}: reading a dataset for calibration needs the export's manifest config")
-    config = ModelConfig.from_dict(manifest["config"], source="manifest.json config")
+    config = ModelConfig.from_dict(manifest.config, source=f"{manifest.path} config")
     overrides: dict[str, Any] = {"fps": dataset_folder.fps}
     if clip_shape is not None:
         overrides["short_side"] = min(clip_shape[1:])
@@ -105,7 +106,7 @@ def dataset_samples(
 
 
 def default_calibration_set(
-    manifest: dict[str, Any], clip_shape: tuple[Any, ...] | None, limit: int, seed: int
+    manifest: ExportManifest, clip_shape: tuple[Any, ...] | None, limit: int, seed: int
 ) -> CalibrationSet:
     """Synthetic clips with their person boxes (`acar_deploy.data.synth`), rendered at the export's
     frame size, when no calibration data is given."""
@@ -133,7 +134,7 @@ def load_calibration_set(
     limit: int,
     clip_shape: tuple[Any, ...] | None = None,
     seed: int = 0,
-    manifest: dict[str, Any] | None = None,
+    manifest: ExportManifest | None = None,
 ) -> CalibrationSet:
     """Up to `limit` keyframes with at least one box; `clip_shape` = static [3, T, H, W] dims to check."""
     folder = Path(source)

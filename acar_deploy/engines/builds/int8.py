@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from acar_deploy.engines import fp32_islands
-from acar_deploy.engines.fp16 import inline_functions
+from acar_deploy.engines.builds import fp32_islands
+from acar_deploy.engines.builds.fp16 import inline_functions
 from acar_deploy.engines.settings import CalibMethod, Fp16Policy, Int8Policy
 
 

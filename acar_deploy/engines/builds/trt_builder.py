@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from acar_deploy.artifacts import sha256_file
-from acar_deploy.engines import fp32_islands
-from acar_deploy.engines.cache import EngineCache, EngineCacheKey
-from acar_deploy.engines.folders import PartSpec
-from acar_deploy.engines.settings import BuildSettings
-from acar_deploy.engines.trt import (
+from acar_deploy.engines.builds import fp32_islands
+from acar_deploy.engines.builds.cache import EngineCache, EngineCacheKey
+from acar_deploy.engines.runners.trt import (
     TrtBuildRequest,
     build_plan,
     has_precision_flags,
     import_tensorrt,
     profile_shapes,
 )
+from acar_deploy.engines.settings import BuildSettings
+from acar_deploy.formats import GraphPartRecord
 
 
 def has_plugin_nodes(graph: Any) -> bool:
@@ -29,7 +29,7 @@ def fp16_graph_for_tensorrt(settings: BuildSettings, source: Any) -> tuple[Any, 
     """TensorRT 11: the mixed-precision fp16 graph. TensorRT 10: the fp32 graph plus the fp32 node list
     that `build_plan` pins with layer precision constraints under `BuilderFlag.FP16`.
     Plugin nodes are never inlined here (the plugins must survive); they stay fp32."""
-    from acar_deploy.engines.fp16 import convert_to_fp16, fp32_nodes_for_fp16
+    from acar_deploy.engines.builds.fp16 import convert_to_fp16, fp32_nodes_for_fp16
 
     policy = settings.fp16
     if has_plugin_nodes(source):
@@ -45,7 +45,7 @@ def fp16_graph_for_tensorrt(settings: BuildSettings, source: Any) -> tuple[Any, 
 
 
 def build_part_plan(
-    settings: BuildSettings, trt_context: dict[str, Any], part: PartSpec, graph: Any, policy: dict[str, Any], target: Path
+    settings: BuildSettings, trt_context: dict[str, Any], part: GraphPartRecord, graph: Any, policy: dict[str, Any], target: Path
 ) -> bool:
     """Write the part's plan to `target`; True when it came from the engine cache."""
     import onnx
@@ -61,7 +61,7 @@ def build_part_plan(
         request = TrtBuildRequest(
             onnx_path=onnx_path,
             precision=settings.precision,
-            profiles=profile_shapes(part.inputs, settings.trt.clips, settings.trt.rois, f"{settings.export_dir}/{part.file}"),
+            profiles=profile_shapes([t.to_dict() for t in part.inputs], settings.trt.clips, settings.trt.rois, f"{settings.export_dir}/{part.file}"),
             workspace_bytes=int(settings.trt.workspace_gib * (1 << 30)),
             fp32_layers=tuple(fp32_nodes) if isinstance(fp32_nodes, list) else (),
             timing_cache=settings.trt.timing_cache,

@@ -1,19 +1,53 @@
 """The one runner interface every runtime implements (after Polygraphy's runners).
 
-`infer({"clips", "rois"}) -> {"logits", "scores"}`; a runner subclass only implements how to run
-its graph(s) (`_infer_split` for backbone+head, or `_infer_fused`). Empty RoIs, input checks,
-timing and scores live here once.
+`infer({"clips", "rois"}) -> {"logits", "scores"}`; `infer_head(context, rois)` runs the head alone
+where `supports_head_only`. A runner subclass only implements how to run its graph(s): `_activate`,
+`_close`, `_infer_split` (backbone+head) or `_infer_fused`, and `_infer_head`. Empty RoIs, input
+checks, timing and scores live here once. `RunnerOptions` is what every runner is opened with.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from acar_deploy import __version__
+from acar_deploy.engines.settings import ORT_GRAPH_OPTIMIZATION
 from acar_deploy.errors import InputError
+from acar_deploy.formats.enums import Precision, Runtime
+
+GRAPHS = ("auto", "split", "fused")
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How to open a runner; each runtime reads the fields that apply to it and ignores the rest.
+
+    threads: intra-op threads (torch.set_num_threads / ORT intra_op_num_threads), 0 = runtime default.
+    graph: "split" (backbone + head), "fused", or "auto" (split when the folder has it).
+    allow_spinning: ORT pool threads spin-wait after a run; off, another runtime timed right after
+    (an interleaved benchmark) is not starved of the cores.
+    """
+
+    threads: int = 0
+    inter_op_threads: int = 0
+    device: str | None = None  # eager: torch device to move the model to (None: where it is); TensorRT: current CUDA device
+    providers: tuple[str, ...] | None = None  # ORT: None = TensorRT EP -> CUDA EP -> CPU, as available
+    graph: str = "auto"
+    graph_optimization_level: str = ORT_GRAPH_OPTIMIZATION  # ORT: disable, basic, extended, layout, all
+    allow_spinning: bool = True
+    cuda_graph: bool = False  # TensorRT: replay captured CUDA graphs
+
+    def __post_init__(self) -> None:
+        if self.graph not in GRAPHS:
+            raise InputError(f"graph {self.graph!r}: use one of {', '.join(GRAPHS)}")
+        if self.threads < 0 or self.inter_op_threads < 0:
+            raise InputError(f"threads {self.threads}: needs 0 (runtime default) or more")
+        if self.providers is not None:
+            object.__setattr__(self, "providers", tuple(self.providers))
 
 
 def check_feeds(feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -43,10 +77,13 @@ class Runner:
     metadata: dict[str, Any]
     num_classes: int
 
-    def __init__(self, name: str, num_classes: int):
+    def __init__(self, name: str, num_classes: int, runtime: Runtime, precision: Precision):
         self.name = name
         self.num_classes = num_classes
-        self.metadata = {"versions": {"acar_deploy": __version__}}
+        self._runtime = Runtime(runtime)
+        self._precision = Precision(precision)
+        self.metadata = {"runtime": self._runtime.value, "precision": self._precision.value,
+                         "versions": {"acar_deploy": __version__}}
         self.last_inference_time: float = float("nan")
         self.last_stage_times: dict[str, float] = {}
         self.is_active = False
@@ -72,18 +109,29 @@ class Runner:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
-    # --- inference -----------------------------------------------------------------------------
+    # --- what it is ----------------------------------------------------------------------------
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
+
+    @property
+    def precision(self) -> Precision:
+        return self._precision
+
     @property
     def split(self) -> bool:
         """True when the backbone and the head run as two graphs (the head is skipped for R == 0)."""
         return True
 
+    @property
+    def supports_head_only(self) -> bool:
+        """True when `infer_head` can run the head alone: a split runner that implements `_infer_head`."""
+        return self.split and type(self)._infer_head is not Runner._infer_head
+
+    # --- inference -----------------------------------------------------------------------------
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """`{"clips", "rois"}` -> `{"logits", "scores"}`; split runners also take `{"context", "rois"}`
-        and run the head alone (for head-only latency)."""
+        """`{"clips", "rois"}` -> `{"logits", "scores"}`."""
         self.activate()
-        if "clips" not in feeds and "context" in feeds:
-            return self._infer_head_only(feeds)
         clips, rois = check_feeds(feeds)
         start = time.perf_counter()
         if rois.shape[0] == 0:
@@ -96,11 +144,13 @@ class Runner:
             outputs = self._infer_fused(clips, rois)
         return self._finish(outputs, start)
 
-    def _infer_head_only(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self.split:
-            raise InputError(f"{self.name}: a fused graph cannot run the head alone; pass clips and rois")
-        context = np.ascontiguousarray(feeds["context"], dtype=np.float32)
-        _, rois = check_feeds({"clips": np.zeros((context.shape[0], 1, 1, 1, 1), np.float32), "rois": feeds["rois"]})
+    def infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        """context [B, C, h, w] + rois [R, 5] -> `{"logits", "scores"}` (for head-only latency)."""
+        if not self.supports_head_only:
+            raise InputError(f"{self.name}: this runner cannot run the head alone (fused graph); pass clips and rois")
+        self.activate()
+        context = np.ascontiguousarray(context, dtype=np.float32)
+        _, rois = check_feeds({"clips": np.zeros((context.shape[0], 1, 1, 1, 1), np.float32), "rois": rois})
         if context.ndim != 4:
             raise InputError(f"context has shape {list(context.shape)}; expected [B, C, h, w]")
         start = time.perf_counter()
