@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Pinned CPU torch: an unpinned torch pulls several GB of CUDA wheels.
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv lint bench clean
+.PHONY: demo test venv lint imports bench clean
 
 $(BIN)/acar-deploy: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,8 +22,12 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-lint: venv
+lint: venv imports
 	$(BIN)/ruff check acar_deploy tests benchmarks
+
+# The layer contract in pyproject.toml ([tool.importlinter]): no import cycles, data flows one way.
+imports: venv
+	$(BIN)/lint-imports
 
 bench: venv
 	$(BIN)/python benchmarks/run_r50.py

@@ -118,7 +118,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     import torch
 
     from acar_deploy.bench.latency import BenchSettings, run_benchmark
-    from acar_deploy.bench.parity import ParityGateFailed, ParitySettings, check_parity
+    from acar_deploy.verify.parity import ParityGateFailed, ParitySettings, check_parity
     from acar_deploy.bench.report import write_bench_report
     from acar_deploy.data.synth import SynthSettings, synthesize
     from acar_deploy.detect import DetectSettings, detect
@@ -308,7 +308,7 @@ def _chance_map(data: Path) -> float:
 def write_report(result: DemoResult, state: dict[str, Any], settings: DemoSettings) -> Path:
     """report.md: what each stage did, the latency and parity tables, the plots and rendered keyframes."""
     from acar_deploy.artifacts import atomic_file
-    from acar_deploy.bench.parity import markdown_parity
+    from acar_deploy.verify.parity import markdown_parity
     from acar_deploy.bench.report import environment_block, latency_table, stage_table
 
     out = result.out

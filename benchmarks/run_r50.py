@@ -48,7 +48,7 @@ def synthetic_data(rebuild: bool) -> Path:
 
 def keyframe_feeds(data: Path, split: str, limit: int) -> list[dict[str, np.ndarray]]:
     """Clips `[1, 3, 32, 256, 341]` and their proposal boxes, as the parity gate reads them."""
-    from acar_deploy.bench.parity import ParitySettings, _keyframes, _read_dataset_json
+    from acar_deploy.verify.parity import ParitySettings, _keyframes, _read_dataset_json
     from acar_deploy.data.clips import ClipSpec
     from acar_deploy.data.dataset import KeyframeDataset
     from acar_deploy.data.labelmap import read_labelmap
@@ -118,7 +118,7 @@ def run_profiles(threads: int, started: float) -> str:
     """Per op type: ORT (backbone and head of both engines) and torch.profiler (eager)."""
     import torch
 
-    from acar_deploy.bench.latency import make_rois
+    from acar_deploy.bench.inputs import make_rois
     from acar_deploy.bench.profile import op_table, profile_ort_graph, profile_torch
     from acar_deploy.model.acar import build_model
 
@@ -161,7 +161,7 @@ def head_scaling(context: np.ndarray, threads: int, tables: dict) -> str:
     """Head time at 1, 8 and 32 actors per engine; the slope is the cost of one more actor."""
     import onnxruntime as ort
 
-    from acar_deploy.bench.latency import make_rois
+    from acar_deploy.bench.inputs import make_rois
 
     counts = (1, 8, 32)
     lines = ["| engine | " + " | ".join(f"{a} actors" for a in counts) + " | ms per extra actor (slope) |",
@@ -187,7 +187,7 @@ def head_scaling(context: np.ndarray, threads: int, tables: dict) -> str:
 
 
 def run_parity(data: Path, clips: int, threads: int, started: float) -> dict[str, dict]:
-    from acar_deploy.bench.parity import ParityGateFailed, ParitySettings, check_parity
+    from acar_deploy.verify.parity import ParityGateFailed, ParitySettings, check_parity
     from acar_deploy.model.checkpoint import load_model, save_checkpoint
 
     checkpoint = RESULTS.parent / "r50-weights" / "r50-random-seed0.pt"  # the seeded init the export used

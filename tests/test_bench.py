@@ -14,14 +14,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from acar_deploy.bench.latency import (
-    EAGER,
-    BenchSettings,
-    benchmark_runners,
-    context_shape,
-    count_flops,
-    make_rois,
-)
+from acar_deploy.bench.flops import count_flops
+from acar_deploy.bench.inputs import context_shape, make_inputs, make_rois
+from acar_deploy.bench.latency import benchmark_runners
+from acar_deploy.bench.results import EAGER, BenchSettings
 from acar_deploy.cli.main import app
 from acar_deploy.errors import InputError
 
@@ -194,9 +190,7 @@ def test_flop_count_matches_the_formula_for_a_conv_and_a_linear():
             return self.fc(context.mean((2, 3))[rois[:, 0].long()])
 
     settings = BenchSettings(actors=(3, 1), size=(32, 32), iters=1)
-    from acar_deploy.bench.latency import _make_inputs
-
-    flops = count_flops(Model(), _make_inputs(settings, _Config()))
+    flops = count_flops(Model(), make_inputs(settings, _Config()))
     assert flops.backbone_per_clip == 2 * 3 * 6 * (8 * 32 * 32)  # 1 MAC = 2 FLOP per output element
     assert flops.head_by_actors == {3: 2 * 6 * 5 * 3, 1: 2 * 6 * 5 * 1}
     assert flops.head_marginal_per_actor == 2 * 6 * 5

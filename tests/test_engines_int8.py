@@ -140,7 +140,7 @@ def trained_on_synth(tmp_path_factory):
 
 
 def test_int8_frame_map_drop_is_bounded(trained_on_synth, tmp_path):
-    from acar_deploy.bench.parity import ParitySettings, check_parity
+    from acar_deploy.verify.parity import ParitySettings, check_parity
 
     data, checkpoint, export_dir = trained_on_synth
     # calibrated on the training split of the dataset (clips + their person boxes), evaluated on val

@@ -154,3 +154,15 @@ def test_cli_synth_writes_and_refuses_to_overwrite(tmp_path):
     assert res.exit_code == 2 and "--force" in res.output
     res = runner.invoke(app, ["synth", str(tmp_path / "t"), "--size", "big"])
     assert res.exit_code == 2 and "WIDTHxHEIGHT" in res.output
+
+
+def test_the_synth_model_config_is_acar_tiny_at_16_frames_and_96_pixels():
+    """data/ writes the config without importing the model; it must not drift from acar_tiny."""
+    from dataclasses import replace
+
+    from acar_deploy.model.config import BUILTIN_CONFIGS, ModelConfig
+
+    tiny = BUILTIN_CONFIGS["acar_tiny"]
+    want = replace(tiny, input=replace(tiny.input, num_frames=16, short_side=96), name="acar_tiny_synth")
+    assert ModelConfig.from_dict(synth.SYNTH_MODEL_CONFIG, source="synth") == want
+    assert synth.SYNTH_MODEL_CONFIG == want.to_dict()

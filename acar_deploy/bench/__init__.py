@@ -1,4 +1,4 @@
-"""Latency benchmark (`run_benchmark`) and parity gate (`check_parity`); both talk only to runners.
+"""Latency benchmark (`run_benchmark`): eager and every engine timed interleaved, through runners only.
 
 Submodules import torch/onnxruntime inside functions; names here resolve on first use.
 """
@@ -8,16 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "BenchSettings": "acar_deploy.bench.latency",
-    "BenchResult": "acar_deploy.bench.latency",
+    "BenchSettings": "acar_deploy.bench.results",
+    "BenchResult": "acar_deploy.bench.results",
     "run_benchmark": "acar_deploy.bench.latency",
     "benchmark_runners": "acar_deploy.bench.latency",
     "write_bench_report": "acar_deploy.bench.report",
-    "ParitySettings": "acar_deploy.bench.parity",
-    "ParityReport": "acar_deploy.bench.parity",
-    "ParityGateFailed": "acar_deploy.bench.parity",
-    "check_parity": "acar_deploy.bench.parity",
-    "ParityThresholds": "acar_deploy.bench.thresholds",
     "summarize": "acar_deploy.bench.stats",
     "LatencyStats": "acar_deploy.bench.stats",
 }

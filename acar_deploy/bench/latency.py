@@ -1,4 +1,4 @@
-"""Per-clip latency of eager PyTorch and every given engine, measured in one interleaved run.
+"""The timing loop: per-clip latency of eager PyTorch and every given engine, measured in one interleaved run.
 
 Why interleaved: on shared machines the speed drifts by up to 3x within minutes, so each timed
 iteration runs every runtime once (round robin, starting runtime rotated per iteration) and the
@@ -13,12 +13,10 @@ secondary actor count is then `full - head(primary) + head(actors)` of the same 
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,287 +29,21 @@ from acar_deploy.bench.environment import (
     reset_peak_rss,
     rss_bytes,
 )
-from acar_deploy.bench.stats import PERCENTILE_METHOD_NOTE, LatencyStats, summarize
+from acar_deploy.bench.flops import count_flops
+from acar_deploy.bench.inputs import BenchInputs, make_inputs, time_preprocess
+from acar_deploy.bench.results import (
+    EAGER,
+    NOT_STAGES,
+    STAGE_ORDER,
+    ActorCountResult,
+    BenchResult,
+    BenchSettings,
+    FlopCount,
+    RuntimeResult,
+)
+from acar_deploy.bench.stats import LatencyStats, summarize
 from acar_deploy.engines.runners.base import Runner, RunnerOptions
 from acar_deploy.errors import InputError
-
-EAGER = "eager"
-# Stage keys a runner may report, in display order; anything else is shown after them.
-STAGE_ORDER = ("preprocess", "h2d", "backbone", "head", "d2h")
-NOT_STAGES = ("wall", "total")  # whole-call times some runners add next to their stages  # SlowFast output stride with the dilated res5 (official ACAR backbone)
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    """One benchmark run. `engines` are engine or export folders (anything `open_runner` opens)."""
-
-    engines: tuple[str, ...] = ()
-    checkpoint: Path | None = None  # eager weights; None: seeded random weights (latency only)
-    config: str | None = None  # model config; None: the config recorded in the first engine
-    actors: tuple[int, ...] = (8, 1, 32)  # the first is the primary count (full pipeline each iteration)
-    clips: int = 1  # clips per inference call (B)
-    size: tuple[int, int] = (256, 341)  # H, W of the clip tensor
-    warmup: int = 2  # untimed iterations per runtime before the timed loop
-    iters: int | None = 10  # timed iterations (each runs every runtime); ignored when `seconds` is set
-    seconds: float | None = None  # time budget for the timed loop instead of a fixed count
-    threads: int = 2  # torch intra-op threads and ORT intra_op_num_threads, for every runtime
-    seed: int = 0
-    count_flops: bool = True
-    out: Path | None = None
-    force: bool = False
-    plots: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.actors or min(self.actors) < 1:
-            raise InputError(f"--actors must be positive integers, got {list(self.actors)}")
-        if len(set(self.actors)) != len(self.actors):
-            raise InputError(f"--actors has repeated values: {list(self.actors)}")
-        if self.clips < 1:
-            raise InputError(f"--clips must be >= 1, got {self.clips}")
-        if min(self.size) < 16:
-            raise InputError(f"--size must be at least 16x16 pixels, got {self.size[0]}x{self.size[1]}")
-        if self.warmup < 0:
-            raise InputError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.seconds is None and (self.iters is None or self.iters < 1):
-            raise InputError("give --iters N (>= 1) or --seconds S")
-        if self.seconds is not None and self.seconds <= 0:
-            raise InputError(f"--seconds must be > 0, got {self.seconds}")
-        if self.threads < 1:
-            raise InputError(f"--threads must be >= 1, got {self.threads}")
-
-    @property
-    def primary_actors(self) -> int:
-        return self.actors[0]
-
-
-@dataclass(frozen=True)
-class ActorCountResult:
-    """Latency of one runtime at one actor count (per inference call of `clips` clips)."""
-
-    actors: int
-    latency: LatencyStats  # per call (B clips)
-    per_clip: LatencyStats  # latency / B
-    head: LatencyStats | None  # the head stage alone, when the runner reports it
-    throughput_clips_per_s: float
-    ratio_to_eager: float | None  # mean / eager mean, same run
-    measured: str  # "full" (whole pipeline timed) or "head-only" (full - head(primary) + head(A))
-    clips: int = 1  # clips per call, so per-actor head cost can be derived
-    samples: tuple[float, ...] = ()  # the per-call latencies the statistics summarise, in order
-    ratio_to_eager_p50: float | None = None  # robust companions of the mean ratio on a loaded machine
-    ratio_to_eager_min: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "actors": self.actors,
-            "latency_s": self.latency.to_dict(),
-            "per_clip_s": self.per_clip.to_dict(),
-            "head_s": None if self.head is None else self.head.to_dict(),
-            "head_per_actor_s": None if self.head is None else self.head.mean / (self.actors * self.clips),
-            "throughput_clips_per_s": self.throughput_clips_per_s,
-            "ratio_to_eager": self.ratio_to_eager,
-            "ratio_to_eager_p50": self.ratio_to_eager_p50,
-            "ratio_to_eager_min": self.ratio_to_eager_min,
-            "measured": self.measured,
-            "samples_s": list(self.samples),
-        }
-
-
-@dataclass(frozen=True)
-class RuntimeResult:
-    name: str
-    source: str
-    metadata: dict[str, Any]
-    by_actors: tuple[ActorCountResult, ...]
-    stages_s: dict[str, float]  # mean seconds per stage at the primary actor count (+ "other")
-    gflops_per_s: dict[str, float]  # achieved, per stage, from the eager FLOP count
-    head_only: bool
-    cuda_graphs: bool | None
-    memory: dict[str, int | None]
-    head_slope_s_per_actor: float | None = None  # least-squares slope of head time over actors per clip
-
-    def at(self, actors: int) -> ActorCountResult:
-        return next(r for r in self.by_actors if r.actors == actors)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "metadata": self.metadata,
-            "head_only_supported": self.head_only,
-            "cuda_graphs": self.cuda_graphs,
-            "stages_s": self.stages_s,
-            "gflops_per_s": self.gflops_per_s,
-            "memory_bytes": self.memory,
-            "head_slope_s_per_actor": self.head_slope_s_per_actor,
-            "by_actors": [r.to_dict() for r in self.by_actors],
-        }
-
-
-@dataclass(frozen=True)
-class FlopCount:
-    """FLOPs of the eager model at the benchmark's input size (1 multiply-accumulate = 2 FLOPs).
-
-    The head has a per-clip part (conv_reduce on the context map) and a per-actor part (conv1/conv2
-    on the [context, actor] map, HR2O); `head_marginal_per_actor` = F(2 actors) - F(1 actor).
-    """
-
-    backbone_per_clip: float
-    head_by_actors: dict[int, float]  # whole head call for `actors` actors per clip, per clip
-    head_marginal_per_actor: float
-
-    def head_per_actor(self, actors: int) -> float:
-        return self.head_by_actors[actors] / actors
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "convention": "torch.utils.flop_counter.FlopCounterMode; 1 MAC = 2 FLOP; RoIAlign not counted",
-            "backbone_gflop_per_clip": self.backbone_per_clip / 1e9,
-            "head_gflop_per_clip": {str(a): f / 1e9 for a, f in self.head_by_actors.items()},
-            "head_gflop_per_actor_average": {str(a): f / a / 1e9 for a, f in self.head_by_actors.items()},
-            "head_gflop_marginal_per_actor": self.head_marginal_per_actor / 1e9,
-        }
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    settings: BenchSettings
-    environment: dict[str, Any]
-    runtimes: tuple[RuntimeResult, ...]
-    preprocess: LatencyStats | None  # uint8 frames -> normalised float clip, per clip
-    flops: FlopCount | None
-    iterations: int
-    wall_s: float
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def runtime(self, name: str) -> RuntimeResult:
-        return next(r for r in self.runtimes if r.name == name)
-
-    def to_dict(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "format": "acar-deploy-bench",
-            "format_version": 1,
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "settings": {
-                "engines": list(s.engines),
-                "checkpoint": None if s.checkpoint is None else str(s.checkpoint),
-                "config": s.config,
-                "actors": list(s.actors),
-                "primary_actors": s.primary_actors,
-                "clips": s.clips,
-                "size": list(s.size),
-                "warmup": s.warmup,
-                "iters": s.iters,
-                "seconds": s.seconds,
-                "threads": s.threads,
-                "seed": s.seed,
-            },
-            "methodology": {
-                "timer": "time.perf_counter around runner.infer (host wall clock, outputs on host)",
-                "interleaving": "round robin per iteration, starting runtime rotated each iteration",
-                "warmup": f"{s.warmup} untimed iterations per runtime, run alone, before the timed loop",
-                "percentiles": PERCENTILE_METHOD_NOTE,
-                "per_clip": "latency of one call divided by the clips per call",
-                "secondary_actor_counts": "full(primary) - head(primary) + head(actors), same iteration",
-                "ratio_to_eager": "runtime mean / eager mean at the same actor count, same run",
-                "memory": "VmHWM from /proc/self/status, reset before each runtime's solo warm-up",
-            },
-            "iterations": self.iterations,
-            "wall_s": self.wall_s,
-            "environment": self.environment,
-            "preprocess_s": None if self.preprocess is None else self.preprocess.to_dict(),
-            "flops": None if self.flops is None else self.flops.to_dict(),
-            "runtimes": [r.to_dict() for r in self.runtimes],
-            "notes": list(self.notes),
-        }
-
-
-# --- inputs -------------------------------------------------------------------------------------
-
-
-def make_rois(clips: int, actors: int, rng: np.random.Generator) -> np.ndarray:
-    """`actors` person-like boxes per clip, `(batch_index, x1, y1, x2, y2)` normalised to [0, 1]."""
-    rows = []
-    for b in range(clips):
-        w = rng.uniform(0.1, 0.4, actors)
-        h = rng.uniform(0.3, 0.9, actors)
-        x1 = rng.uniform(0.0, 1.0 - w)
-        y1 = rng.uniform(0.0, 1.0 - h)
-        rows.append(np.stack([np.full(actors, b, float), x1, y1, x1 + w, y1 + h], 1))
-    return np.concatenate(rows).astype(np.float32)
-
-
-def context_shape(config: Any, clips: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Backbone output `[B, C_ctx, h, w]`: each of the four stride-2 ops maps n -> ceil(n / 2)."""
-    h, w = size
-    for _ in range(4):
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-    return clips, int(config.backbone.context_channels), h, w
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    clips: np.ndarray
-    context: np.ndarray
-    rois: dict[int, np.ndarray]
-
-
-def _make_inputs(settings: BenchSettings, config: Any) -> _Inputs:
-    rng = np.random.default_rng(settings.seed)
-    h, w = settings.size
-    num_frames = int(config.input.num_frames)
-    clips = rng.standard_normal((settings.clips, 3, num_frames, h, w), dtype=np.float32)
-    # Context after ReLU + temporal mean is non-negative; values only matter for realism, not shape.
-    context = np.abs(rng.standard_normal(context_shape(config, settings.clips, settings.size), dtype=np.float32))
-    rois = {a: make_rois(settings.clips, a, rng) for a in settings.actors}
-    return _Inputs(clips, context, rois)
-
-
-# --- preprocessing and FLOPs ---------------------------------------------------------------------
-
-
-def time_preprocess(config: Any, settings: BenchSettings, repeats: int = 3) -> LatencyStats:
-    """Time the data pipeline's uint8 frames -> normalised `[3, T, H, W]` float clip, per clip."""
-    from PIL import Image
-
-    from acar_deploy.data.clips import ClipSpec, frames_to_clip
-
-    spec = ClipSpec.from_model_config(config, short_side=min(settings.size))
-    rng = np.random.default_rng(settings.seed + 1)
-    h, w = settings.size
-    num_frames = int(config.input.num_frames)
-    frames = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for _ in range(num_frames)]
-    frames_to_clip(frames, spec)  # warm caches and allocator
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        frames_to_clip(frames, spec)
-        samples.append(time.perf_counter() - start)
-    return summarize(samples)
-
-
-def count_flops(model: Any, inputs: _Inputs) -> FlopCount:
-    """Count backbone and head FLOPs of the eager model on the benchmark's own inputs."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    clips = torch.from_numpy(inputs.clips)
-    with torch.inference_mode():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            context = model.context(clips)
-        backbone = counter.get_total_flops() / clips.shape[0]
-        head: dict[int, float] = {}
-        rng = np.random.default_rng(0)
-        extra = {a: make_rois(clips.shape[0], a, rng) for a in (1, 2) if a not in inputs.rois}
-        for actors, rois in {**inputs.rois, **extra}.items():
-            counter = FlopCounterMode(display=False)
-            with counter:
-                model.head(context, torch.from_numpy(rois.copy()))
-            head[actors] = counter.get_total_flops() / clips.shape[0]
-    marginal = head[2] - head[1]
-    return FlopCount(float(backbone), {a: head[a] for a in inputs.rois}, float(marginal))
-
 
 # --- runners ------------------------------------------------------------------------------------
 
@@ -414,7 +146,7 @@ def _timed(runner: Runner, feeds: dict[str, np.ndarray]) -> tuple[float, dict[st
 
 
 def _one_iteration(
-    runner: Runner, inputs: _Inputs, settings: BenchSettings, head_only: bool, samples: _Samples
+    runner: Runner, inputs: BenchInputs, settings: BenchSettings, head_only: bool, samples: _Samples
 ) -> None:
     primary = settings.primary_actors
     elapsed, stages = _timed(runner, {"clips": inputs.clips, "rois": inputs.rois[primary]})
@@ -472,7 +204,7 @@ def benchmark_runners(
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
     load_at_start = load_average()
-    inputs = _make_inputs(settings, config)
+    inputs = make_inputs(settings, config)
     names = list(runners)
     notes: list[str] = []
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from acar_deploy.artifacts import atomic_dir, write_json
-from acar_deploy.bench.latency import EAGER, BenchResult
+from acar_deploy.bench.results import EAGER, BenchResult
 from acar_deploy.bench.stats import PERCENTILE_METHOD_NOTE
 
 

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.main import app
 from acar_deploy.cli.options import OutputFormat
 
 
@@ -49,7 +49,7 @@ def parity(
 
     Exits 1 when a threshold is exceeded (the message says which); writes parity.json and parity.md.
     """
-    from acar_deploy.bench.parity import (
+    from acar_deploy.verify.parity import (
         ParityGateFailed,
         ParitySettings,
         check_parity,

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.main import app
 from acar_deploy.cli.options import OutputFormat
 from acar_deploy.serve.triton import InstanceKind
 from acar_deploy.serve.triton_client import TritonProtocol

@@ -235,6 +235,21 @@ trt-fp32: {max_map_drop: 0.1, atol: 1.0e-3, rtol: 1.0e-3}
 """
 
 
+# acar_tiny (model.config.BUILTIN_CONFIGS) with 16-frame clips at the frames' own 96-pixel short side,
+# written out here because the data layer does not import the model; tests/test_synth.py checks that
+# it still equals acar_tiny with those two changes.
+SYNTH_MODEL_CONFIG: dict[str, Any] = {
+    "backbone": {"arch": "slowfast_tiny", "layers": [1, 1, 1, 1], "slow_width": 8, "alpha": 4, "beta": 0.25,
+                 "fuse_only_conv": False, "fuse_kernel_size": 7, "slow_full_span": True},
+    "head": {"type": "acar", "width": 320, "roi_spatial": 7, "num_classes": 60, "dropout": 0.0, "bias": False,
+             "reduce_dim": 32, "hidden_dim": 16, "downsample": "max2x2", "depth": 2, "kernel_size": 3,
+             "mlp_1x1": False},
+    "input": {"norm_value": 255.0, "mean": [0.45, 0.45, 0.45], "std": [0.225, 0.225, 0.225], "num_frames": 16,
+              "short_side": 96},
+    "name": "acar_tiny_synth",
+}
+
+
 def synth_config_dict() -> dict[str, Any]:
     """A CPU-sized ACAR config for the synthetic data, plus an official-style `train:` section.
 
@@ -242,13 +257,9 @@ def synth_config_dict() -> dict[str, Any]:
     recipe, BatchNorm statistics train (`freeze_bn: false`): there is no pretrained backbone whose
     statistics could be frozen, and a from-scratch tiny backbone learns several times faster so.
     """
-    from acar_deploy.model.config import BUILTIN_CONFIGS
+    import copy
 
-    model = BUILTIN_CONFIGS["acar_tiny"]
-    data = model.to_dict()
-    data["name"] = "acar_tiny_synth"
-    data["input"]["short_side"] = 96
-    data["input"]["num_frames"] = 16
+    data = copy.deepcopy(SYNTH_MODEL_CONFIG)
     data["train"] = {
         "batch_size": 4,
         "n_epochs": 8,

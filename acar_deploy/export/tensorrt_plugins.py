@@ -69,7 +69,7 @@ def compile_hr2o_kernel(dtype_name: str, channels: int, scale: float):
     """
     import triton
 
-    from acar_deploy.export.hr2o_triton_kernel import hr2o_attention_kernel
+    from acar_deploy.export.hr2o_gpu_kernel import hr2o_attention_kernel
 
     block_c = triton.next_power_of_2(channels)
     ptr = f"*{dtype_name}"

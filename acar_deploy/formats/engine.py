@@ -16,6 +16,7 @@ from acar_deploy.formats.manifest import (
     MANIFEST_FILE,
     ExportManifest,
     GraphPartRecord,
+    check_part_files,
     read_parts,
     verify_part_files,
 )
@@ -45,6 +46,7 @@ class EngineRecord:
             path = path / ENGINE_FILE
         data = read_json_object(path, ENGINE_FILE, "pass an engine folder (engines/NAME-RUNTIME-PRECISION)")
         record = cls.from_dict(data, path)
+        check_part_files(path.parent, record.parts, ENGINE_FILE, _FIX)
         manifest = ExportManifest.load(path.parent / MANIFEST_FILE)
         object.__setattr__(record, "manifest", manifest)
         return record

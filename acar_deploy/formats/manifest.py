@@ -147,14 +147,20 @@ def read_parts(fields: FieldReader) -> dict[str, GraphPartRecord]:
     return parts
 
 
+def check_part_files(folder: Path, parts: dict[str, GraphPartRecord], record: str, fix: str) -> None:
+    """Every listed graph exists."""
+    for part in parts.values():
+        if not (folder / part.file).is_file():
+            raise InputError(f"{folder / part.file}: listed in {record} but missing; {fix}")
+
+
 def verify_part_files(folder: Path, parts: dict[str, GraphPartRecord], record: str, fix: str) -> None:
     """Every listed graph exists and (where recorded) has the recorded sha256."""
     from acar_deploy.artifacts import sha256_file
 
+    check_part_files(folder, parts, record, fix)
     for part in parts.values():
         path = folder / part.file
-        if not path.is_file():
-            raise InputError(f"{path}: listed in {record} but missing; {fix}")
         if part.sha256 and sha256_file(path) != part.sha256:
             raise InputError(f"{path}: sha256 differs from {record} (modified or truncated); {fix}")
 
@@ -183,7 +189,9 @@ class ExportManifest:
             if not path.exists():
                 raise InputError(f"{path}: export folder not found; create it with `acar-deploy export --out {path}`")
             path = path / MANIFEST_FILE
-        return cls.from_dict(read_json_object(path, MANIFEST_FILE, "pass an export folder (export/NAME)"), path)
+        manifest = cls.from_dict(read_json_object(path, MANIFEST_FILE, "pass an export folder (export/NAME)"), path)
+        check_part_files(path.parent, manifest.parts, MANIFEST_FILE, _FIX)
+        return manifest
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: str | Path = MANIFEST_FILE) -> ExportManifest:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from acar_deploy.bench.compare import OutputDiff, compare_output, top_action_changed
-from acar_deploy.bench.thresholds import ParityThresholds, engine_kind, resolve_thresholds
+from acar_deploy.verify.compare import OutputDiff, compare_output, top_action_changed
+from acar_deploy.verify.thresholds import ParityThresholds, engine_kind, resolve_thresholds
 from acar_deploy.errors import GateFailedError, InputError
 
 OUTPUTS = ("logits", "scores")
@@ -239,12 +239,13 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
     spec = ClipSpec.from_model_config(config, short_side=config.input.short_side)
     dataset = KeyframeDataset(keyframes, ds.media_root, model_classes, spec=spec, start_seconds=ds.start_seconds)
 
-    from acar_deploy.bench.latency import bench_runner_options
+    from acar_deploy.engines.runners.base import RunnerOptions
     from acar_deploy.engines.runners.open import open_runner
     from acar_deploy.formats import verify_folder
 
     verify_folder(settings.engine)
-    options = bench_runner_options(settings.threads)
+    # Eager and the engine alternate per keyframe: ORT's pool threads must not spin between calls.
+    options = RunnerOptions(threads=settings.threads, allow_spinning=False)
     eager = EagerRunner(model, name="eager", options=options)
     engine = open_runner(settings.engine, options)
     kind = "-".join(engine_kind(engine.metadata))
