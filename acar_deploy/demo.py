@@ -118,7 +118,6 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     import torch
 
     from acar_deploy.bench.latency import BenchSettings, run_benchmark
-    from acar_deploy.verify.parity import ParityGateFailed, ParitySettings, check_parity
     from acar_deploy.bench.report import write_bench_report
     from acar_deploy.data.synth import SynthSettings, synthesize
     from acar_deploy.detect import DetectSettings, detect
@@ -127,6 +126,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     from acar_deploy.eval import frame_map
     from acar_deploy.export.exporter import ExportSettings, NodeChoice, Parts, export_model
     from acar_deploy.train.loop import TrainSettings, train
+    from acar_deploy.verify.parity import ParityGateFailed, ParitySettings, check_parity
 
     out = Path(settings.out)
     if out.exists():
@@ -308,8 +308,8 @@ def _chance_map(data: Path) -> float:
 def write_report(result: DemoResult, state: dict[str, Any], settings: DemoSettings) -> Path:
     """report.md: what each stage did, the latency and parity tables, the plots and rendered keyframes."""
     from acar_deploy.artifacts import atomic_file
-    from acar_deploy.verify.parity import markdown_parity
     from acar_deploy.bench.report import environment_block, latency_table, stage_table
+    from acar_deploy.verify.parity import markdown_parity
 
     out = result.out
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731 - links in report.md are relative to it

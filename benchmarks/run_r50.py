@@ -48,14 +48,14 @@ def synthetic_data(rebuild: bool) -> Path:
 
 def keyframe_feeds(data: Path, split: str, limit: int) -> list[dict[str, np.ndarray]]:
     """Clips `[1, 3, 32, 256, 341]` and their proposal boxes, as the parity gate reads them."""
-    from acar_deploy.verify.parity import ParitySettings, _keyframes, _read_dataset_json
     from acar_deploy.data.clips import ClipSpec
     from acar_deploy.data.dataset import KeyframeDataset
     from acar_deploy.data.labelmap import read_labelmap
     from acar_deploy.model.config import get_config
+    from acar_deploy.verify.parity import read_split, split_keyframes
 
-    ds = _read_dataset_json(data, split)
-    keyframes = _keyframes(ds, ParitySettings(engine="", data=data, split=split, clips=limit))
+    ds = read_split(data, split)
+    keyframes = split_keyframes(ds, limit=limit)
     spec = ClipSpec.from_model_config(get_config("acar_r50"), short_side=SIZE[0])
     dataset = KeyframeDataset(keyframes, ds.media_root, read_labelmap().ids, spec=spec,
                               start_seconds=ds.start_seconds)
@@ -187,8 +187,8 @@ def head_scaling(context: np.ndarray, threads: int, tables: dict) -> str:
 
 
 def run_parity(data: Path, clips: int, threads: int, started: float) -> dict[str, dict]:
-    from acar_deploy.verify.parity import ParityGateFailed, ParitySettings, check_parity
     from acar_deploy.model.checkpoint import load_model, save_checkpoint
+    from acar_deploy.verify.parity import ParityGateFailed, ParitySettings, check_parity
 
     checkpoint = RESULTS.parent / "r50-weights" / "r50-random-seed0.pt"  # the seeded init the export used
     if not checkpoint.is_file():

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from test_engines_support import tiny_export, write_npz_calibration
+from engine_support import write_npz_calibration
 from typer.testing import CliRunner
 
 from acar_deploy.cli.main import app
@@ -23,8 +23,8 @@ def error_lines(result) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def export_dir():
-    return tiny_export().export_dir
+def export_dir(tiny_export):
+    return tiny_export.export_dir
 
 
 def test_build_ort_fp32_writes_engine_folder_and_respects_force(export_dir, tmp_path):

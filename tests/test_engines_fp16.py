@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from test_engines_support import sample_feeds, tiny_export
+from engine_support import sample_feeds
 
 from acar_deploy.engines import BuildSettings, EagerRunner, RunnerOptions, build_engine, open_runner
 
@@ -61,8 +61,8 @@ def attention_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 
 
 @pytest.fixture(scope="module")
-def fp16_engine(tmp_path_factory):
-    export = tiny_export()
+def fp16_engine(tmp_path_factory, tiny_export):
+    export = tiny_export
     out = tmp_path_factory.mktemp("engines") / "tiny-ort-fp16"
     return export, build_engine(BuildSettings(export.export_dir, precision="fp16", out_dir=out), progress=False)
 
@@ -118,12 +118,12 @@ def test_fp32_islands_are_fp32_in_the_fp16_graph(fp16_engine, part):
     assert record["fp32_reasons"]["attention_logits"]
 
 
-def test_plugin_export_fp16_inlines_custom_nodes():
+def test_plugin_export_fp16_inlines_custom_nodes(tiny_export_factory):
     """Custom ACAR_RoIAlign / ACAR_HR2O nodes: their function bodies are inlined, then the islands apply."""
     from acar_deploy.engines.builds.fp16 import convert_to_fp16
     from acar_deploy.engines.settings import Fp16Policy
 
-    export = tiny_export(plugin_nodes=True, parts="split")
+    export = tiny_export_factory(plugin_nodes=True, parts="split")
     head = onnx.load(str(export.export_dir / "head.onnx"))
     assert {n.op_type for n in head.graph.node} >= {"ACAR_RoIAlign", "ACAR_HR2O"}
     converted, report = convert_to_fp16(head, Fp16Policy())

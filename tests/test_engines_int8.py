@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from test_engines_support import CLIP_SHAPE, sample_feeds, tiny_export, write_npz_calibration
+from engine_support import CLIP_SHAPE, sample_feeds, write_npz_calibration
 
 from acar_deploy.engines import (
     BuildSettings,
@@ -29,8 +29,8 @@ def dequantized_inputs(model: onnx.ModelProto) -> dict[str, list[bool]]:
 
 
 @pytest.fixture(scope="module")
-def int8_engine(tmp_path_factory):
-    export = tiny_export()
+def int8_engine(tmp_path_factory, tiny_export):
+    export = tiny_export
     root = tmp_path_factory.mktemp("int8")
     calib = write_npz_calibration(root / "calib", 3)
     settings = BuildSettings(export.export_dir, precision="int8", out_dir=root / "tiny-ort-int8",
@@ -105,8 +105,8 @@ def test_int8_runs_split_and_fused_close_to_eager(int8_engine):
         assert 0 < diff < 0.1 * scale, (graph, diff, scale)
 
 
-def test_default_calibration_is_synthetic(tmp_path):
-    export = tiny_export()
+def test_default_calibration_is_synthetic(tmp_path, tiny_export):
+    export = tiny_export
     settings = BuildSettings(export.export_dir, precision="int8", out_dir=tmp_path / "e",
                              int8=Int8Policy(calib_clips=2))
     recorded = build_engine(settings, progress=False).engine_json["calibration"]

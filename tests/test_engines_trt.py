@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_engines_support import sample_feeds, tiny_export, write_npz_calibration
+from engine_support import sample_feeds, write_npz_calibration
 
 from acar_deploy.engines import (
     BuildSettings,
@@ -23,9 +23,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.trt]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_export):
     pytest.importorskip("tensorrt")
-    export = tiny_export()
+    export = tiny_export
     root = tmp_path_factory.mktemp("trt")
     calib = write_npz_calibration(root / "calib", 3)
     trt_policy = TrtPolicy(rois=ShapeRange(1, 4, 16), clips=ShapeRange(1, 2, 4),

@@ -6,7 +6,6 @@ import types
 
 import onnx
 import pytest
-from test_engines_support import tiny_export
 
 from acar_deploy.engines import BuildSettings, ShapeRange, trt_build
 from acar_deploy.engines.runners.trt import profile_shapes
@@ -34,8 +33,8 @@ def fake_tensorrt(version: str, has_fp16_flag: bool):
 
 
 @pytest.mark.parametrize(("version", "has_flag"), [("10.13.0", True), ("11.0.0", False)])
-def test_fp16_graph_for_tensorrt_by_version(monkeypatch, version, has_flag):
-    export = tiny_export()
+def test_fp16_graph_for_tensorrt_by_version(monkeypatch, version, has_flag, tiny_export):
+    export = tiny_export
     monkeypatch.setattr(trt_build, "import_tensorrt", lambda what: fake_tensorrt(version, has_flag))
     head = onnx.load(str(export.export_dir / "head.onnx"))
     graph, record = trt_build.fp16_graph_for_tensorrt(BuildSettings(export.export_dir, precision="fp16"), head)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from acar_deploy.cli.main import app
+from acar_deploy.errors import InputError
 from acar_deploy.verify.compare import compare_output, top_action_changed
 from acar_deploy.verify.parity import ParityGateFailed, ParitySettings, check_parity
 from acar_deploy.verify.thresholds import load_threshold_file, resolve_thresholds
-from acar_deploy.cli.main import app
-from acar_deploy.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_engines_support import sample_feeds, tiny_export
+from engine_support import sample_feeds
 
 from acar_deploy.engines import EagerRunner, OrtRunner, RunnerOptions, open_runner
 from acar_deploy.errors import InputError
@@ -19,8 +19,8 @@ def reference_scores(logits: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def export():
-    return tiny_export()
+def export(tiny_export):
+    return tiny_export
 
 
 @pytest.fixture(scope="module")

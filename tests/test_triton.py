@@ -7,6 +7,7 @@ requests run the repository's own ONNX models in onnxruntime.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -214,7 +215,7 @@ def _engine_folder(
     for file, data in files.items():
         (engine / file).write_bytes(data)
         part = file.split(".")[0]
-        parts[part] = {**manifest["parts"][part], "file": file, "sha256": "0" * 64}
+        parts[part] = {**manifest["parts"][part], "file": file, "sha256": hashlib.sha256(data).hexdigest()}
     record = {
         "format": "acar-deploy-engine", "format_version": 1, "runtime": runtime, "precision": precision,
         "parts": parts,

@@ -114,7 +114,7 @@ def _config_from_sources(sources: Sequence[str]) -> Any:
 
     for source in sources:
         if folder_kind(source) is not None:
-            manifest = ExportManifest.load(source)
+            manifest = ExportManifest.load(source, check_files=False)  # an engine folder: the export copy
             return ModelConfig.from_dict(manifest.config, source=f"{manifest.path} config")
     raise InputError("no --config given and no engine records its model config: pass --config NAME_OR_YAML")
 

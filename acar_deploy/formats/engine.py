@@ -47,7 +47,7 @@ class EngineRecord:
         data = read_json_object(path, ENGINE_FILE, "pass an engine folder (engines/NAME-RUNTIME-PRECISION)")
         record = cls.from_dict(data, path)
         check_part_files(path.parent, record.parts, ENGINE_FILE, _FIX)
-        manifest = ExportManifest.load(path.parent / MANIFEST_FILE)
+        manifest = ExportManifest.load(path.parent / MANIFEST_FILE, check_files=False)
         object.__setattr__(record, "manifest", manifest)
         return record
 

@@ -182,15 +182,17 @@ class ExportManifest:
     source: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | Path) -> ExportManifest:
-        """`path`: an export (or engine) folder or its manifest.json."""
+    def load(cls, path: str | Path, check_files: bool = True) -> ExportManifest:
+        """`path`: an export folder or its manifest.json; `check_files=False` for the copy in an engine
+        folder, which lists the export's graphs, not the engine's."""
         path = Path(path)
         if path.is_dir() or not path.name.endswith(".json"):
             if not path.exists():
                 raise InputError(f"{path}: export folder not found; create it with `acar-deploy export --out {path}`")
             path = path / MANIFEST_FILE
         manifest = cls.from_dict(read_json_object(path, MANIFEST_FILE, "pass an export folder (export/NAME)"), path)
-        check_part_files(path.parent, manifest.parts, MANIFEST_FILE, _FIX)
+        if check_files:
+            check_part_files(path.parent, manifest.parts, MANIFEST_FILE, _FIX)
         return manifest
 
     @classmethod

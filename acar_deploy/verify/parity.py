@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from acar_deploy.errors import GateFailedError, InputError
 from acar_deploy.verify.compare import OutputDiff, compare_output, top_action_changed
 from acar_deploy.verify.thresholds import ParityThresholds, engine_kind, resolve_thresholds
-from acar_deploy.errors import GateFailedError, InputError
 
 OUTPUTS = ("logits", "scores")
 
@@ -128,7 +128,7 @@ class ParityGateFailed(GateFailedError):
 
 
 @dataclass(frozen=True)
-class _Dataset:
+class SplitFiles:
     """The files of one split of a dataset folder (read through `acar_deploy.data.dataset.load_dataset`)."""
 
     root: Path
@@ -140,7 +140,7 @@ class _Dataset:
     start_seconds: float
 
 
-def _read_dataset_json(root: Path, split: str) -> _Dataset:
+def read_split(root: Path, split: str) -> SplitFiles:
     from acar_deploy.data.dataset import load_dataset
 
     folder = load_dataset(root)
@@ -151,7 +151,7 @@ def _read_dataset_json(root: Path, split: str) -> _Dataset:
             raise InputError(f"{root / 'dataset.json'}: files.{key} is missing; the dataset has no '{split}' split")
         return path
 
-    return _Dataset(
+    return SplitFiles(
         root=folder.root,
         media_root=folder.media_dir,
         annotations=required(f"{split}_annotations"),
@@ -162,18 +162,19 @@ def _read_dataset_json(root: Path, split: str) -> _Dataset:
     )
 
 
-def _keyframes(ds: _Dataset, settings: ParitySettings) -> list[Any]:
-    """Inference keyframes: proposals >= the score threshold, in (video, timestamp) order."""
+def split_keyframes(ds: SplitFiles, min_score: float | None = None, limit: int | None = None) -> list[Any]:
+    """Inference keyframes: proposals >= the score threshold (default: the inference threshold), in
+    (video, timestamp) order, the first `limit` of them."""
     from acar_deploy.data import ava_csv
     from acar_deploy.data.dataset import INFERENCE_PROPOSAL_SCORE, inference_keyframes
 
-    min_score = INFERENCE_PROPOSAL_SCORE if settings.min_score is None else settings.min_score
+    min_score = INFERENCE_PROPOSAL_SCORE if min_score is None else min_score
     props = ava_csv.read_proposals(ds.proposals)
     rows = [(v, int(t), *map(float, b), float(s))
             for v, t, b, s in zip(props.video_id, props.timestamp, props.boxes, props.score, strict=True)]
     keyframes = inference_keyframes(rows, min_score=min_score)
-    if settings.clips is not None:
-        keyframes = keyframes[: settings.clips]
+    if limit is not None:
+        keyframes = keyframes[:limit]
     if not keyframes:
         raise InputError(f"{ds.proposals}: no proposals with score >= {min_score}; nothing to compare")
     return keyframes
@@ -228,10 +229,10 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
 
     if settings.out is not None:
         check_can_write(Path(settings.out), settings.force)
-    ds = _read_dataset_json(Path(settings.data), settings.split)
+    ds = read_split(Path(settings.data), settings.split)
     model = load_model(settings.checkpoint, settings.config)
     config = model.config
-    keyframes = _keyframes(ds, settings)
+    keyframes = split_keyframes(ds, settings.min_score, settings.clips)
     model_classes = read_labelmap().ids  # logit j = the j-th id of the 60-class AVA map (official idx_to_class)
     if len(model_classes) != config.head.num_classes:
         raise InputError(f"the model has {config.head.num_classes} classes but the AVA label map lists "
@@ -339,7 +340,7 @@ def gate_failures(
     return failures
 
 
-def _frame_map(ds: _Dataset, predictions: list[tuple]) -> tuple[float, dict[int, float], dict[int, str]]:
+def _frame_map(ds: SplitFiles, predictions: list[tuple]) -> tuple[float, dict[int, float], dict[int, str]]:
     """Official frame-mAP of `predictions` against the split's ground truth: (mAP, AP per class, names)."""
     from acar_deploy.data import ava_csv
     from acar_deploy.data.labelmap import read_labelmap

@@ -1,14 +1,12 @@
 """Shared helpers for the engine and runner tests (no tests here).
 
-`tiny_export()` saves a seeded `acar_tiny` checkpoint and exports it once per test session with the
-project's `export_model` (64x64 frames, all parts). Every engine is checked against the eager model
-loaded from that same checkpoint.
+`make_tiny_export(root)` saves a seeded `acar_tiny` checkpoint and exports it with the project's
+`export_model` (64x64 frames, all parts); conftest's `tiny_export` fixture does it once per session.
+Every engine is checked against the eager model loaded from that same checkpoint.
 """
 
 from __future__ import annotations
 
-import functools
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,18 +50,18 @@ def write_npz_calibration(folder: Path, count: int, seed: int = 5) -> Path:
     return folder
 
 
-@functools.cache
-def tiny_export(plugin_nodes: bool = False, parts: str = "all") -> TinyExport:
-    """A seed-0 acar_tiny checkpoint and its export (read-only for tests: copy before modifying)."""
+def make_tiny_export(root: Path, plugin_nodes: bool = False, parts: str = "all") -> TinyExport:
+    """A seed-0 acar_tiny checkpoint and its export under `root` (conftest's `tiny_export_factory`
+    makes each variant once per session; read-only for tests: copy before modifying)."""
     import torch
 
     from acar_deploy.export.exporter import ExportSettings, NodeChoice, Parts, export_model
     from acar_deploy.model import build_model, save_checkpoint
 
-    root = Path(tempfile.mkdtemp(prefix="acar-engines-test-"))
     torch.manual_seed(0)
     checkpoint = save_checkpoint(build_model("acar_tiny"), root / "acar_tiny.pt")
     node = NodeChoice.plugin if plugin_nodes else NodeChoice.onnx
     settings = ExportSettings(parts=Parts(parts), input_size=CLIP_SHAPE[2:], roi_align=node, hr2o=node, validate=False)
-    export_model(root / ("acar_tiny_plugin" if plugin_nodes else "acar_tiny"), checkpoint, None, settings)
-    return TinyExport(checkpoint, root / ("acar_tiny_plugin" if plugin_nodes else "acar_tiny"))
+    out = root / ("acar_tiny_plugin" if plugin_nodes else "acar_tiny")
+    export_model(out, checkpoint, None, settings)
+    return TinyExport(checkpoint, out)
