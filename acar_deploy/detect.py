@@ -1,6 +1,6 @@
 """Action detection on a video: person boxes in, AVA predictions (and rendered keyframes) out.
 
-`detect` runs the eager model over every keyframe that has proposals scoring >= the threshold
+`detect` runs the eager model (through its runner, `predict_split`) over every keyframe that has proposals scoring >= the threshold
 (0.85, as the official evaluation), with the official clip pipeline, and writes one AVA prediction
 row per box and class (`video,timestamp,x1,y1,x2,y2,action_id,score`, all 60 classes, like the
 official `val_epoch`). `render_keyframe` draws boxes and the top actions onto a frame.
@@ -8,13 +8,15 @@ official `val_epoch`). `render_keyframe` draws boxes and the top actions onto a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from acar_deploy.engines.runners.base import Runner, RunnerOptions
+from acar_deploy.engines.runners.eager import EagerRunner
 from acar_deploy.errors import InputError
 
 DEFAULT_SCORE_THRESHOLD = 0.85
@@ -54,28 +56,27 @@ class BoxScores:
     timestamp: int
     box: np.ndarray  # original (x1, y1, x2, y2), normalised
     scores: np.ndarray  # [num_classes]
+    logits: np.ndarray  # [num_classes]
 
 
-def predict_keyframes(model: Any, loader: Any, device: Any, progress: Any = None) -> Iterator[BoxScores]:
-    """Run the model over a keyframe loader; one BoxScores per surviving box, sample then box order."""
-    import torch
+def predict_split(runner: Runner, dataset: Any, workers: int = 0, progress: Any = None) -> list[BoxScores]:
+    """Run a runner over every keyframe of a `KeyframeDataset` (one keyframe per call): one BoxScores per
+    box, keyframe then box order. The one "predict a split" loop of detect, parity and validation."""
+    from acar_deploy.data.dataset import make_loader
 
-    from acar_deploy.model.scores import action_scores
-
-    model.eval()
-    with torch.inference_mode():
-        for batch in loader:
-            if progress is not None:
-                progress()
-            if batch["rois"].shape[0] == 0:
-                continue
-            logits = model(batch["clips"].to(device), batch["rois"].to(device))
-            scores = action_scores(logits.float()).cpu().numpy()
-            row = 0
-            for vid, ts, boxes in zip(batch["video_ids"], batch["timestamps"], batch["boxes"], strict=True):
-                for box in boxes:
-                    yield BoxScores(vid, int(ts), np.asarray(box, np.float32), scores[row])
-                    row += 1
+    runner.activate()
+    results = []
+    for batch in make_loader(dataset, 1, shuffle=False, num_workers=workers):
+        if progress is not None:
+            progress()
+        rois = batch["rois"].numpy()
+        if rois.shape[0] == 0:
+            continue
+        outputs = runner.infer({"clips": batch["clips"].numpy(), "rois": rois})
+        (video_id,), (timestamp,), (boxes,) = batch["video_ids"], batch["timestamps"], batch["boxes"]
+        for box, scores, logits in zip(boxes, outputs["scores"], outputs["logits"], strict=True):
+            results.append(BoxScores(video_id, int(timestamp), np.asarray(box, np.float32), scores, logits))
+    return results
 
 
 def predictions_table(results: Sequence[BoxScores], class_ids: Sequence[int]) -> Any:
@@ -113,17 +114,16 @@ def evaluate_split(
         read_predictions,
         write_predictions,
     )
-    from acar_deploy.data.dataset import KeyframeDataset, make_loader, model_class_ids
+    from acar_deploy.data.dataset import KeyframeDataset, model_class_ids
     from acar_deploy.data.labelmap import read_labelmap
     from acar_deploy.eval import frame_map
 
     class_ids = model_class_ids(model.config.head.num_classes)
     dataset = KeyframeDataset(data.val_keyframes(min_score), data.media_dir, class_ids, spec=spec,
                               start_seconds=data.start_seconds)
-    loader = make_loader(dataset, 1, shuffle=False, num_workers=workers)
-    devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
+    devices = [device] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # validation must not move the training RNG streams
-        results = list(predict_keyframes(model, loader, device))
+        results = predict_split(EagerRunner(model, name="eager:validation"), dataset, workers)
     write_predictions(predictions_table(results, class_ids), predictions_out)
     gt = read_annotations(data.path("val_annotations"))
     exclusions = read_exclusions(data.path("val_exclusions")) if data.path("val_exclusions") else None
@@ -163,8 +163,7 @@ def detect(settings: DetectSettings) -> DetectResult:
     from acar_deploy.artifacts import check_can_write
     from acar_deploy.data.ava_csv import write_predictions
     from acar_deploy.data.clips import ClipSpec, keyframe_index, open_frames
-    from acar_deploy.data.dataset import KeyframeDataset, inference_keyframes, make_loader, model_class_ids
-    from acar_deploy.model.checkpoint import load_model
+    from acar_deploy.data.dataset import KeyframeDataset, inference_keyframes, model_class_ids
 
     check_can_write(Path(settings.out), settings.force)
     if settings.render_dir is not None:
@@ -176,17 +175,17 @@ def detect(settings: DetectSettings) -> DetectResult:
     source = open_frames(media)
     video_id, rows = _proposals_for_video(Path(settings.boxes), settings.video_id, media)
     keyframes = inference_keyframes(rows, settings.score_threshold)
-    model = load_model(settings.checkpoint, settings.config).to(device)
+    runner = EagerRunner.from_checkpoint(settings.checkpoint, settings.config, RunnerOptions(device=str(device)))
+    model = runner.model
     spec = ClipSpec.from_model_config(model.config)
     class_ids = model_class_ids(model.config.head.num_classes)
     dataset = KeyframeDataset(keyframes, media.parent, class_ids, spec=spec, start_seconds=settings.start_seconds)
     dataset._sources[video_id] = source  # the given file/folder, whatever its name (the only video)
-    loader = make_loader(dataset, 1, shuffle=False, num_workers=0)
     from rich.progress import Progress
 
-    with Progress(transient=True) as progress:
+    with runner, Progress(transient=True) as progress:
         task = progress.add_task(f"detecting {video_id}", total=len(dataset))
-        results = list(predict_keyframes(model, loader, device, lambda: progress.advance(task)))
+        results = predict_split(runner, dataset, 0, lambda: progress.advance(task))
     write_predictions(predictions_table(results, class_ids), settings.out)
     rendered: list[Path] = []
     if settings.render_dir is not None:
@@ -288,6 +287,6 @@ def render_keyframe(
 
 
 __all__ = [
-    "DetectSettings", "DetectResult", "BoxScores", "detect", "render_keyframe", "predict_keyframes",
+    "DetectSettings", "DetectResult", "BoxScores", "detect", "render_keyframe", "predict_split",
     "predictions_table", "evaluate_split",
 ]

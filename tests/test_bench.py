@@ -19,7 +19,9 @@ from acar_deploy.bench.inputs import context_shape, make_inputs, make_rois
 from acar_deploy.bench.latency import benchmark_runners
 from acar_deploy.bench.results import EAGER, BenchSettings
 from acar_deploy.cli.main import app
+from acar_deploy.engines.runners.base import Runner
 from acar_deploy.errors import InputError
+from acar_deploy.formats import Precision, Runtime
 
 SIZE = (64, 64)
 
@@ -108,32 +110,33 @@ def test_bench_cli_rejects_bad_actor_list_in_one_line():
     assert "--actors" in result.stderr
 
 
-class _StandIn:
-    """A runner over a tiny torch module that reports a fixed head time of `head_ms * actors`."""
+class _StandIn(Runner):
+    """A runner over nothing that reports a fixed head time of `head_ms * actors`."""
 
     def __init__(self, name, calls, head_ms=1.0, head_only=True):
-        self.name, self.calls, self.head_ms, self.head_only = name, calls, head_ms, head_only
-        self.metadata = {"runtime": name, "precision": "fp32"}
-        self.last_inference_time = 0.0
-        self.last_stage_times = {}
+        super().__init__(name, 4, Runtime.EAGER, Precision.FP32)
+        self.calls, self.head_ms, self.head_only = calls, head_ms, head_only
 
-    def activate(self):
+    @property
+    def supports_head_only(self):
+        return self.head_only
+
+    def _activate(self):
         pass
 
-    def close(self):
+    def _close(self):
         pass
 
-    def infer(self, feeds):
-        if "clips" not in feeds and not self.head_only:
-            raise ValueError("no head-only path")
+    def _infer_split(self, clips, rois):
         self.calls.append(self.name)
-        actors = feeds["rois"].shape[0]
-        stages = {"head": self.head_ms * 1e-3 * actors}
-        if "clips" in feeds:
-            time.sleep(0.001)
-            stages["backbone"] = 0.001
-        self.last_stage_times = stages
-        return {"logits": np.zeros((actors, 4), np.float32), "scores": np.zeros((actors, 4), np.float32)}
+        time.sleep(0.001)
+        self.last_stage_times = {"head": self.head_ms * 1e-3 * rois.shape[0], "backbone": 0.001}
+        return {"logits": np.zeros((rois.shape[0], 4), np.float32)}
+
+    def _infer_head(self, context, rois):
+        self.calls.append(self.name)
+        self.last_stage_times = {"head": self.head_ms * 1e-3 * rois.shape[0]}
+        return {"logits": np.zeros((rois.shape[0], 4), np.float32)}
 
 
 class _Config:

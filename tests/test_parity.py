@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from acar_deploy.artifacts import sha256_file
 from acar_deploy.cli.main import app
 from acar_deploy.errors import InputError
 from acar_deploy.verify.compare import compare_output, top_action_changed
@@ -54,6 +55,13 @@ def setup(tmp_path_factory):
             init.CopyFrom(numpy_helper.from_array((w * (1 + 0.2 * rng.standard_normal(w.shape))).astype(np.float32),
                                                   init.name))
     onnx.save(head, str(damaged / "head.onnx"))
+    # A badly built engine, recorded as built: engine.json lists the damaged graph's sha256.
+    record = json.loads((damaged / "engine.json").read_text())
+    record["parts"]["head"]["sha256"] = sha256_file(damaged / "head.onnx")
+    (damaged / "engine.json").write_text(json.dumps(record))
+    edited = root / "edited"
+    shutil.copytree(fp32, edited)
+    shutil.copy(damaged / "head.onnx", edited / "head.onnx")  # engine.json still lists the built graph
 
     calib = root / "calib"
     calib.mkdir()
@@ -63,7 +71,8 @@ def setup(tmp_path_factory):
     int8 = root / "int8"
     build_engine(BuildSettings(export, precision="int8", out_dir=int8, int8=Int8Policy(calib_data=calib, calib_clips=3)),
                  progress=False)
-    return {"root": root, "data": data, "checkpoint": checkpoint, "fp32": fp32, "damaged": damaged, "int8": int8}
+    return {"root": root, "data": data, "checkpoint": checkpoint, "fp32": fp32, "damaged": damaged, "int8": int8,
+            "edited": edited}
 
 
 def _independent_map(data, predictions_csv):
@@ -194,3 +203,13 @@ def test_missing_dataset_is_an_input_error(tmp_path, setup):
                                       "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "dataset.json" in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def test_an_engine_whose_graph_was_edited_after_the_build_is_refused_in_one_line(setup):
+    result = CliRunner().invoke(app, [
+        "parity", "--checkpoint", str(setup["checkpoint"]), "--engine", str(setup["edited"]),
+        "--data", str(setup["data"]), "--out", str(setup["root"] / "out-edited"),
+    ])
+    assert result.exit_code == 2
+    assert f"{setup['edited'] / 'head.onnx'}: sha256 differs from engine.json" in result.output
+    assert not (setup["root"] / "out-edited").exists()

@@ -188,18 +188,22 @@ class _RunOutputs:
     logits: list[np.ndarray] = field(default_factory=list)
     scores: list[np.ndarray] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, results: list[Any]) -> _RunOutputs:
+        """Per-box logits and scores of `predict_split` results."""
+        return cls([r.logits[None] for r in results], [r.scores[None] for r in results])
+
     def stacked(self, name: str) -> np.ndarray:
         values = getattr(self, name)
         return np.concatenate(values, 0) if values else np.zeros((0, 0), np.float32)
 
 
-def _prediction_rows(keyframe: Any, boxes: np.ndarray, scores: np.ndarray, class_ids: tuple[int, ...]) -> list[tuple]:
-    """One `(video, timestamp, x1, y1, x2, y2, action_id, score)` row per box and class."""
+def _prediction_rows(results: list[Any], class_ids: tuple[int, ...]) -> list[tuple]:
+    """One `(video, timestamp, x1, y1, x2, y2, action_id, score)` row per box (`BoxScores`) and class."""
     rows = []
-    for box, row in zip(boxes, scores, strict=True):
+    for r in results:
         for j, class_id in enumerate(class_ids):
-            rows.append((keyframe.video_id, int(keyframe.timestamp), *(float(v) for v in box), int(class_id),
-                         float(row[j])))
+            rows.append((r.video_id, r.timestamp, *(float(v) for v in r.box), int(class_id), float(r.scores[j])))
     return rows
 
 
@@ -254,28 +258,15 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
         engine.metadata, settings.config, settings.thresholds,
         {"max_map_drop": settings.max_map_drop, "atol": settings.atol, "rtol": settings.rtol},
     )
-    ref, out = _RunOutputs(), _RunOutputs()
-    pred_eager: list[tuple] = []
-    pred_engine: list[tuple] = []
-    boxes_total = 0
-    with eager, engine, _bar(progress, len(dataset)) as advance:
-        for i in range(len(dataset)):
-            item = dataset[i]
-            rois4 = item["rois"].numpy()
-            feeds = {
-                "clips": item["clip"].numpy()[None],
-                "rois": np.concatenate([np.zeros((len(rois4), 1), np.float32), rois4], 1).astype(np.float32),
-            }
-            a = eager.infer(feeds)
-            b = engine.infer(feeds)
-            ref.logits.append(a["logits"])
-            ref.scores.append(a["scores"])
-            out.logits.append(b["logits"])
-            out.scores.append(b["scores"])
-            pred_eager += _prediction_rows(keyframes[i], item["boxes"], a["scores"], model_classes)
-            pred_engine += _prediction_rows(keyframes[i], item["boxes"], b["scores"], model_classes)
-            boxes_total += len(rois4)
-            advance()
+    from acar_deploy.detect import predict_split
+
+    with eager, engine, _bar(progress, 2 * len(dataset)) as advance:
+        ref_boxes = predict_split(eager, dataset, progress=advance)
+        out_boxes = predict_split(engine, dataset, progress=advance)
+    ref, out = _RunOutputs.of(ref_boxes), _RunOutputs.of(out_boxes)
+    pred_eager = _prediction_rows(ref_boxes, model_classes)
+    pred_engine = _prediction_rows(out_boxes, model_classes)
+    boxes_total = len(ref_boxes)
 
     atol = thresholds.atol or 0.0
     rtol = thresholds.rtol or 0.0
