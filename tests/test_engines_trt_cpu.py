@@ -7,7 +7,8 @@ import types
 import onnx
 import pytest
 
-from acar_deploy.engines import BuildSettings, ShapeRange, trt_build
+from acar_deploy.engines import BuildSettings, ShapeRange
+from acar_deploy.engines.builds import trt_builder
 from acar_deploy.engines.runners.trt import profile_shapes
 from acar_deploy.errors import InputError
 
@@ -35,9 +36,9 @@ def fake_tensorrt(version: str, has_fp16_flag: bool):
 @pytest.mark.parametrize(("version", "has_flag"), [("10.13.0", True), ("11.0.0", False)])
 def test_fp16_graph_for_tensorrt_by_version(monkeypatch, version, has_flag, tiny_export):
     export = tiny_export
-    monkeypatch.setattr(trt_build, "import_tensorrt", lambda what: fake_tensorrt(version, has_flag))
+    monkeypatch.setattr(trt_builder, "import_tensorrt", lambda what: fake_tensorrt(version, has_flag))
     head = onnx.load(str(export.export_dir / "head.onnx"))
-    graph, record = trt_build.fp16_graph_for_tensorrt(BuildSettings(export.export_dir, precision="fp16"), head)
+    graph, record = trt_builder.fp16_graph_for_tensorrt(BuildSettings(export.export_dir, precision="fp16"), head)
     softmax = [n.name for n in graph.graph.node if n.op_type == "Softmax"]
     assert softmax and set(softmax) <= set(record["fp32_nodes"])
     fp16_initializers = [t for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
