@@ -148,7 +148,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         return (f"{len(made.train_videos)} train / {len(made.val_videos)} val videos, "
                 f"{made.train_boxes} / {made.val_boxes} annotated boxes")
 
-    stages.run("synthesise data", _cmd("synth", data, "--videos", profile.videos, "--seconds", profile.seconds,
+    stages.run("synthesise data", _cmd("synth", data, "--videos", profile.videos, "--video-seconds", profile.seconds,
                                        "--seed", settings.seed), synth_stage)
 
     config = data / "config.yaml"
@@ -263,8 +263,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         state["parity"] = reports
         return ", ".join(lines)
 
-    stages.run("parity gate", _cmd("parity", "--checkpoint", checkpoint, "--config", config, "--engine",
-                                   out / "engines" / "acar-ort-int8", "--data", data), parity_stage)
+    stages.run("parity gate", _cmd("parity", out / "engines" / "acar-ort-int8", "--checkpoint", checkpoint,
+                                   "--config", config, "--data", data), parity_stage)
 
     def render_stage() -> str:
         synth = state["synth"]

@@ -10,7 +10,7 @@ import typer
 
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
-from acar_deploy.cli.options import OutputFormat
+from acar_deploy.cli.options import Force, Format, Out, OutputFormat, Threads
 
 
 @app.command(
@@ -19,23 +19,19 @@ from acar_deploy.cli.options import OutputFormat
     "(split and fused; standard and plugin nodes), build ONNX Runtime fp32/fp16/int8 engines (and TensorRT "
     "when a GPU and TensorRT are present), benchmark them against eager in one run, run the parity gate, "
     "render keyframes and write report.md. No network access is needed.\n\n"
-    "Every stage's output stays under --out, and report.md lists the command that reruns each stage.\n\n"
+    "Every stage's output stays under --out (a folder), and report.md lists the command that reruns each stage.\n\n"
     "Examples:\n\n"
     "  acar-deploy demo                      # full demo (<= 10 minutes on 2 CPU cores)\n\n"
     "  acar-deploy demo --quick --out /tmp/d  # CI-sized (<= 2 minutes)",
 )
 @handle_errors
 def demo_command(
-    out: Annotated[Path, typer.Option("--out", help="Folder for every stage's output and report.md.")] = Path(
-        "demo_out"
-    ),
+    out: Out = Path("demo_out"),
     quick: Annotated[bool, typer.Option("--quick", help="Smaller data, fewer epochs and iterations.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data, training and inputs.")] = 0,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for every runtime.")] = 2,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out folder.")] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Summary as text or JSON.")] = (
-        OutputFormat.text
-    ),
+    threads: Threads = 2,
+    force: Force = False,
+    output_format: Format = OutputFormat.text,
 ) -> None:
     from acar_deploy.demo import DemoSettings, run_demo
 

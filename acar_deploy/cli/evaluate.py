@@ -11,7 +11,7 @@ import typer
 
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
-from acar_deploy.cli.options import OutputFormat
+from acar_deploy.cli.options import Format, OutputFormat
 
 
 class ProtocolChoice(str, Enum):
@@ -50,9 +50,7 @@ def evaluate_command(
     protocol: Annotated[
         ProtocolChoice, typer.Option("--protocol", help="Official evaluator version.")
     ] = ProtocolChoice.head,
-    output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="text: a table; json: mAP and per-class AP.")
-    ] = (OutputFormat.text),
+    output_format: Format = OutputFormat.text,
 ) -> None:
     from acar_deploy.data.labelmap import read_labelmap
     from acar_deploy.eval import frame_map

@@ -9,14 +9,20 @@ from __future__ import annotations
 import typer
 
 from acar_deploy import __version__
+from acar_deploy.cli.options import AcarCommand, AcarGroup
 
 app = typer.Typer(
     name="acar-deploy",
+    cls=AcarGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     help="Take ACAR-Net from a PyTorch checkpoint to verified ONNX Runtime / TensorRT engines.\n\n"
-    "Start with `acar-deploy demo --quick` to see the whole pipeline on synthetic data.",
+    "Start with `acar-deploy demo --quick` to see the whole pipeline on synthetic data.\n\n"
+    "Examples:\n\n"
+    "  acar-deploy demo --quick --out /tmp/demo\n\n"
+    "  acar-deploy export --checkpoint AVA_SLOWFAST_R50_ACAR_HR2O.pth.tar --config acar_r50 --out export/r50\n\n"
+    "  acar-deploy COMMAND --help",
 )
 
 
@@ -53,6 +59,8 @@ PIPELINE_ORDER = ("demo", "info", "synth", "train", "detect", "evaluate", "expor
 app.registered_commands.sort(
     key=lambda c: PIPELINE_ORDER.index(c.name) if c.name in PIPELINE_ORDER else len(PIPELINE_ORDER)
 )
+for _command in app.registered_commands:  # flags show no `<bool>` metavar in --help
+    _command.cls = AcarCommand
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import typer
 
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
-from acar_deploy.cli.options import Device, OutputFormat
+from acar_deploy.cli.options import Config, Device, Force, Format, Out, OutputFormat
 
 
 @app.command(
@@ -28,25 +28,29 @@ from acar_deploy.cli.options import Device, OutputFormat
 )
 @handle_errors
 def train(
-    config: Annotated[str, typer.Option(help="Model config: built-in name or YAML (its `train:` section sets the recipe).")],
+    config: Config,
     data: Annotated[Path, typer.Option(help="Dataset folder with dataset.json (e.g. from `acar-deploy synth`).")],
-    out: Annotated[Path, typer.Option(help="Run folder: ckpt_<epoch>.pt, history.json, val predictions.")],
-    epochs: Annotated[int | None, typer.Option(help="Number of epochs (default: train.n_epochs of the config).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Clips per process per step (default: from the config).")] = None,
+    out: Out,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Number of epochs (default: train.n_epochs of the config).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per process per step (default: from the config).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
     init: Annotated[
         Path | None, typer.Option(help="Start from these weights (any layout `info` reads); classifier re-initialised "
                                        "if its class count differs.")
     ] = None,
     device: Annotated[Device, typer.Option(help="cpu, or cuda (mixed precision).")] = Device.cpu,
-    workers: Annotated[int | None, typer.Option(help="Decoding processes per training process.")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes per training process.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and augmentation.")] = 0,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads per process (default: torch's choice).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads per process (default: torch's choice).")] = None,
     no_val: Annotated[bool, typer.Option("--no-val", help="Skip the per-epoch validation frame-mAP.")] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Print text or JSON.")] = OutputFormat.text,
-    force: Annotated[bool, typer.Option(help="Delete checkpoints already in --out and start over.")] = False,
+    output_format: Format = OutputFormat.text,
+    force: Force = False,
 ) -> None:
-    """Official loss, SGD + warm-up/step schedule, frozen BN, a checkpoint and val frame-mAP per epoch."""
+    """Official loss, SGD + warm-up/step schedule, frozen BN, a checkpoint and val frame-mAP per epoch.
+
+    --out is the run folder (ckpt_<epoch>.pt, history.json, val predictions); --force deletes checkpoints
+    already there and starts over. The --config YAML's `train:` section sets the recipe.
+    """
     from acar_deploy.train import TrainSettings
     from acar_deploy.train import train as run_training
 

@@ -284,9 +284,9 @@ def synthesize(settings: SynthSettings) -> SynthResult:
     if settings.videos < 2:
         raise InputError(f"--videos {settings.videos}: need at least 2 videos (one for train, one for val)")
     if settings.seconds < 3:
-        raise InputError(f"--seconds {settings.seconds}: need at least 3 seconds (keyframes at 1..seconds-1)")
+        raise InputError(f"--video-seconds {settings.seconds}: need at least 3 seconds (keyframes at 1..seconds-1)")
     if settings.width < 32 or settings.height < 32:
-        raise InputError(f"--size {settings.width}x{settings.height}: frames must be at least 32x32")
+        raise InputError(f"--size {settings.height}x{settings.width}: frames must be at least 32x32 (HEIGHTxWIDTH)")
     width, height = settings.width - settings.width % 2, settings.height - settings.height % 2
     rng = np.random.default_rng(settings.seed)
     video_ids = [f"synth{i:03d}" for i in range(settings.videos)]
@@ -394,15 +394,6 @@ def synthesize(settings: SynthSettings) -> SynthResult:
         train_boxes=len({r[:6] for r in gt["train"]}),
         val_boxes=len({r[:6] for r in gt["val"]}),
     )
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'WxH' -> (W, H)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 128x96") from None
-    return w, h
 
 
 __all__ = ["SynthSettings", "SynthResult", "synthesize", "SYNTH_CLASSES", "actor_labels", "render_frame"]

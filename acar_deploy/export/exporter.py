@@ -14,7 +14,6 @@ import contextlib
 import io
 import logging
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ from acar_deploy.export.validate import (
     validation_cases,
 )
 
-MIN_OPSET = 17
+MIN_OPSET = 18  # torch's exporter cannot convert this model to 17
 DEFAULT_OPSET = 18
 EXAMPLE_BATCH = 2  # export-time example sizes: never 0 or 1 (torch.export specialises those)
 EXAMPLE_ROIS = 3
@@ -105,14 +104,6 @@ class ExportResult:
     @property
     def files(self) -> dict[str, Path]:
         return {part: self.path / entry["file"] for part, entry in self.manifest["parts"].items()}
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x341' -> (256, 341)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
-    if not match:
-        raise InputError(f"--size {text!r}: expected HxW, e.g. 256x341")
-    return int(match.group(1)), int(match.group(2))
 
 
 def default_input_size(config) -> tuple[int, int]:
