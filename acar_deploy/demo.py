@@ -143,7 +143,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
 
     def synth_stage() -> str:
         made = synthesize(SynthSettings(out_dir=data, videos=profile.videos, seconds=profile.seconds,
-                                        seed=settings.seed))
+                                        seed=settings.seed, progress=False))
         state["synth"] = made
         return (f"{len(made.train_videos)} train / {len(made.val_videos)} val videos, "
                 f"{made.train_boxes} / {made.val_boxes} annotated boxes")
@@ -273,7 +273,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
             made = detect(DetectSettings(checkpoint=checkpoint, media=data / "videos" / f"{video}.mp4",
                                          boxes=data / "val_proposals.csv", out=renders / f"{video}.csv",
                                          render_dir=renders / video, labelmap=data / "labelmap.pbtxt",
-                                         force=True))
+                                         force=True, progress=False))
             result.renders.extend(made.rendered)
         return f"{len(result.renders)} keyframes rendered with boxes and top actions"
 

@@ -35,6 +35,7 @@ class DetectSettings:
     top_k: int = 3
     device: str = "cpu"
     force: bool = False
+    progress: bool = True  # a progress bar on a terminal
 
 
 @dataclass
@@ -182,9 +183,9 @@ def detect(settings: DetectSettings) -> DetectResult:
     dataset = KeyframeDataset(keyframes, media.parent, class_ids, spec=spec, start_seconds=settings.start_seconds)
     dataset._sources[video_id] = source  # the given file/folder, whatever its name (the only video)
     loader = make_loader(dataset, 1, shuffle=False, num_workers=0)
-    from rich.progress import Progress
+    from acar_deploy.progress import progress_bar
 
-    with Progress(transient=True) as progress:
+    with progress_bar(settings.progress) as progress:
         task = progress.add_task(f"detecting {video_id}", total=len(dataset))
         results = list(predict_keyframes(model, loader, device, lambda: progress.advance(task)))
     write_predictions(predictions_table(results, class_ids), settings.out)

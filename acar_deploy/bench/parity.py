@@ -9,7 +9,6 @@ report says which.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +20,8 @@ import numpy as np
 from acar_deploy.bench.compare import OutputDiff, compare_output, top_action_changed
 from acar_deploy.bench.thresholds import ParityThresholds, engine_kind, resolve_thresholds
 from acar_deploy.errors import GateFailedError, InputError
+from acar_deploy.jsonout import to_jsonable
+from acar_deploy.progress import progress_bar
 
 OUTPUTS = ("logits", "scores")
 
@@ -252,7 +253,8 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
     pred_eager: list[tuple] = []
     pred_engine: list[tuple] = []
     boxes_total = 0
-    with eager, engine, _bar(progress, len(dataset)) as advance:
+    with eager, engine, progress_bar(progress) as bar:
+        task = bar.add_task("parity (eager + engine)", total=len(dataset))
         for i in range(len(dataset)):
             item = dataset[i]
             rois4 = item["rois"].numpy()
@@ -269,7 +271,7 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
             pred_eager += _prediction_rows(keyframes[i], item["boxes"], a["scores"], model_classes)
             pred_engine += _prediction_rows(keyframes[i], item["boxes"], b["scores"], model_classes)
             boxes_total += len(rois4)
-            advance()
+            bar.advance(task)
 
     atol = thresholds.atol or 0.0
     rtol = thresholds.rtol or 0.0
@@ -294,7 +296,7 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
         thresholds=thresholds,
         threshold_sources=tuple(sources),
         failures=tuple(gate_failures(thresholds, diffs, map_eager, map_engine, top1)),
-        metadata={"engine": _jsonable(engine.metadata), "eager": _jsonable(eager.metadata),
+        metadata={"engine": to_jsonable(engine.metadata), "eager": to_jsonable(eager.metadata),
                   "checkpoint": None if settings.checkpoint is None else str(settings.checkpoint),
                   "config": config.name},
     )
@@ -347,32 +349,6 @@ def _frame_map(ds: _Dataset, predictions: list[tuple]) -> tuple[float, dict[int,
     result = frame_map(gt, _as_predictions(predictions, stamps), labelmap=labelmap, exclusions=exclusions)
     per_class = {int(k): float(v) for k, v in result.per_class.items() if v is not None}  # None: no ground truth
     return float(result.mAP), per_class, labelmap.as_dict()
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-class _bar:
-    """A rich progress bar over keyframes, or a no-op."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self._progress = enabled, total, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self._progress = Progress(console=Console(stderr=True), transient=True)
-        self._progress.__enter__()
-        task = self._progress.add_task("parity (eager + engine)", total=self.total)
-        return lambda: self._progress.advance(task)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
 
 
 # --- report -------------------------------------------------------------------------------------

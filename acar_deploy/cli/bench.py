@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +21,7 @@ from acar_deploy.cli.options import (
     Threads,
 )
 from acar_deploy.errors import InputError
+from acar_deploy.jsonout import dumps
 
 
 def parse_actor_counts(text: str) -> tuple[int, ...]:
@@ -100,7 +100,7 @@ def bench(
     )
     result = run_benchmark(settings, progress=output_format is OutputFormat.text)
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps({**result.to_dict(), "out": str(out)}, indent=2, default=str))
+        typer.echo(dumps({**result.to_dict(), "out": str(out)}))
     else:
         typer.echo(markdown_report(result))
         typer.echo(f"wrote {out}/results.json, results.md, latency_vs_actors.png, stages.png")

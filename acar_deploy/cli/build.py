@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +12,7 @@ from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
 from acar_deploy.cli.options import Force, Format, OptionalOut, OutputFormat
 from acar_deploy.engines import defaults
+from acar_deploy.jsonout import dumps
 
 
 class RuntimeChoice(str, Enum):
@@ -77,7 +77,7 @@ def build_command(
     info = build_engine(replace(settings, int8=int8, trt=trt), progress=output_format == OutputFormat.text)
     summary = info.summary()
     if output_format == OutputFormat.json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary))
         return
     typer.echo(f"built {summary['path']} ({summary['runtime']} {summary['precision']}) in {summary['build_seconds']:.1f} s")
     for part, path in summary["parts"].items():

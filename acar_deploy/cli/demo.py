@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +10,7 @@ import typer
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
 from acar_deploy.cli.options import Force, Format, Out, OutputFormat, Threads
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
@@ -38,7 +38,7 @@ def demo_command(
     result = run_demo(DemoSettings(out=out, quick=quick, seed=seed, threads=threads, force=force,
                                    progress=output_format == OutputFormat.text))
     if output_format == OutputFormat.json:
-        typer.echo(json.dumps({
+        typer.echo(dumps({
             "out": str(result.out),
             "report": str(result.report),
             "val_map": result.val_map,
@@ -46,6 +46,6 @@ def demo_command(
             "parity_passed": result.parity_passed,
             "renders": [str(p) for p in result.renders],
             "stages": [{"name": s.name, "seconds": s.seconds, "summary": s.summary} for s in result.stages],
-        }, indent=2))
+        }))
     else:
         typer.echo(f"report: {result.report}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
 from acar_deploy.cli.options import Checkpoint, Config, Device, Force, Format, Out, OutputFormat
 from acar_deploy.errors import InputError
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
@@ -62,12 +62,13 @@ def detect(
             checkpoint=checkpoint, media=video if video is not None else frames, boxes=boxes, out=out,  # type: ignore[arg-type]
             config=config, render_dir=render, score_threshold=score_threshold, video_id=video_id,
             start_seconds=start_seconds, labelmap=labelmap, top_k=top_k, device=device.value, force=force,
+            progress=output_format is OutputFormat.text,
         )
     )
     summary = {"out": str(result.out), "video_id": result.video_id, "keyframes": result.keyframes,
                "boxes": result.boxes, "rendered": [str(p) for p in result.rendered]}
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary))
     else:
         typer.echo(f"{result.video_id}: {result.boxes} boxes on {result.keyframes} keyframes -> {result.out}"
                    + (f"; rendered {len(result.rendered)} keyframes" if result.rendered else ""))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,7 @@ import typer
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
 from acar_deploy.cli.options import Format, OutputFormat
+from acar_deploy.jsonout import dumps
 
 
 class ProtocolChoice(str, Enum):
@@ -58,7 +58,7 @@ def evaluate_command(
     classes = read_labelmap(labelmap)
     result = frame_map(gt, pred, labelmap=classes, exclusions=exclusions, protocol=protocol.value)
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        typer.echo(dumps(result.to_json()))
         return
 
     from rich.console import Console

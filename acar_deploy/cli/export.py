@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,6 +13,7 @@ from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
 from acar_deploy.cli.options import Checkpoint, Config, Force, Format, Out, OutputFormat, parse_size_option
 from acar_deploy.data.frame_size import FrameSize
+from acar_deploy.jsonout import dumps
 
 
 class PartsChoice(str, Enum):
@@ -29,7 +29,7 @@ class NodeChoiceOption(str, Enum):
 
 def _print_report(report, output_format: OutputFormat, extra: dict | None = None) -> None:
     if output_format == OutputFormat.json:
-        typer.echo(json.dumps({**(extra or {}), **report.to_dict()}, indent=2))
+        typer.echo(dumps({**(extra or {}), **report.to_dict()}))
         return
     from rich.console import Console
 
@@ -109,7 +109,7 @@ def export(
         restructure=not no_restructure,
     )
     try:
-        result = export_model(out, checkpoint, config, settings, force=force, progress=sys.stderr.isatty())
+        result = export_model(out, checkpoint, config, settings, force=force, progress=output_format is OutputFormat.text)
     except ValidationError as exc:
         _print_report(exc.report, output_format)
         raise
@@ -119,7 +119,7 @@ def export(
     if result.report is not None:
         _print_report(result.report, output_format, {"export": str(result.path), "files": files})
     elif output_format == OutputFormat.json:
-        typer.echo(json.dumps({"export": str(result.path), "files": files}, indent=2))
+        typer.echo(dumps({"export": str(result.path), "files": files}))
     if output_format == OutputFormat.text:
         typer.echo(f"wrote {result.path}: " + ", ".join(Path(f).name for f in files.values()) + ", manifest.json")
 
@@ -144,7 +144,8 @@ def validate(
     """Check an export folder: onnx.checker, shape inference, ORT vs eager for R in {1,3,17}, B in {1,2}."""
     from acar_deploy.export.validate import validate_export
 
-    report = validate_export(path, checkpoint, raise_on_failure=False, progress=sys.stderr.isatty())
+    report = validate_export(path, checkpoint, raise_on_failure=False,
+                             progress=output_format is OutputFormat.text)
     _print_report(report, output_format)
     if not report.ok:
         from acar_deploy.export.validate import ValidationError

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +10,7 @@ import typer
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
 from acar_deploy.cli.options import Config, Format, OutputFormat
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
@@ -33,7 +33,7 @@ def info_command(
 
     summary = summarize_checkpoint(checkpoint, config)
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary))
         return
     arch, params, inp = summary["architecture"], summary["parameters"], summary["input"]
     norm = inp["normalization"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +10,7 @@ import typer
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
 from acar_deploy.cli.options import Checkpoint, Config, Force, Format, OptionalOut, OutputFormat, Threads
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
@@ -87,7 +87,7 @@ def parity(
 
 def _print(report, output_format: OutputFormat, markdown, out: Path | None) -> None:
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps({**report.to_dict(), "out": None if out is None else str(out)}, indent=2, default=str))
+        typer.echo(dumps({**report.to_dict(), "out": None if out is None else str(out)}))
     else:
         typer.echo(markdown(report))
         if out is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +10,7 @@ import typer
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
 from acar_deploy.cli.options import Force, Format, OutputFormat, Size
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
@@ -42,7 +42,8 @@ def synth(
     result = synthesize(
         SynthSettings(out_dir=out_dir, videos=videos, seconds=video_seconds, seed=seed, width=size.width,
                       height=size.height,
-                      frame_folders=frames, force=force)
+                      frame_folders=frames, force=force,
+                      progress=output_format is OutputFormat.text)
     )
     summary = {
         "out_dir": str(result.out_dir),
@@ -53,7 +54,7 @@ def synth(
         "config": str(result.out_dir / "config.yaml"),
     }
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary))
     else:
         typer.echo(
             f"wrote {result.out_dir}: {summary['train_videos']} train / {summary['val_videos']} val videos, "

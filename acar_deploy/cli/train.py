@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,7 @@ import typer
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
 from acar_deploy.cli.options import Config, Device, Force, Format, Out, OutputFormat
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
@@ -57,7 +57,7 @@ def train(
     result = run_training(
         TrainSettings(config=config, data=data, out=out, epochs=epochs, batch_size=batch_size, resume=resume,
                       init=init, device=device.value, workers=workers, seed=seed, threads=threads, validate=not no_val,
-                      force=force)
+                      force=force, progress=output_format is OutputFormat.text)
     )
     if int(os.environ.get("RANK", "0")) != 0:  # other processes of a torchrun group stay quiet
         return
@@ -67,7 +67,7 @@ def train(
         "history": [vars(h) for h in result.history],
     }
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary))
     elif result.checkpoints:
         last = result.history[-1] if result.history else None
         typer.echo(f"final checkpoint: {result.final_checkpoint}"

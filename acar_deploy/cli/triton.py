@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +10,8 @@ import typer
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.main import app
 from acar_deploy.cli.options import Force, Format, Out, OutputFormat
+from acar_deploy.jsonout import dumps
+from acar_deploy.progress import progress_bar
 from acar_deploy.serve.triton import InstanceKind
 from acar_deploy.serve.triton_client import TritonProtocol
 
@@ -51,15 +52,14 @@ def triton_command(
     force: Force = False,
     output_format: Format = OutputFormat.text,
 ) -> None:
-    from rich.console import Console
-
     from acar_deploy.serve.triton import TritonSettings, build_model_repository
 
     settings = TritonSettings(name=name, max_batch=max_batch, instances=instances, kind=kind)
-    with Console(stderr=True).status(f"writing {out}"):
+    with progress_bar(output_format is OutputFormat.text) as bar:
+        bar.add_task(f"writing {out}", total=None)
         repo = build_model_repository(export, out, engines=tuple(engines or ()), settings=settings, force=force)
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(repo.to_dict(), indent=2))
+        typer.echo(dumps(repo.to_dict()))
         return
     typer.echo(f"{repo.path}/")
     width = max(len(m.name) for m in repo.models) + 1
@@ -103,7 +103,7 @@ def triton_client_command(
         timeout_s=timeout,
     )
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        typer.echo(dumps([r.to_dict() for r in results]))
         return
     if not results:
         typer.echo("no boxes: nothing to score")

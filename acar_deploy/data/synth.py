@@ -26,6 +26,7 @@ import numpy as np
 
 from acar_deploy.artifacts import atomic_dir, write_json
 from acar_deploy.errors import InputError
+from acar_deploy.progress import progress_bar
 
 FPS = 30
 STAND, SIT, LIE, WALK = 12, 11, 8, 14
@@ -60,6 +61,7 @@ class SynthSettings:
     val_fraction: float = 0.25
     frame_folders: bool = False  # also write <video>/<video>_%06d.jpg folders
     force: bool = False
+    progress: bool = True  # a progress bar on a terminal
 
 
 @dataclass(frozen=True)
@@ -295,9 +297,7 @@ def synthesize(settings: SynthSettings) -> SynthResult:
     gt: dict[str, list[tuple]] = {"train": [], "val": []}
     proposals: dict[str, list[tuple]] = {"train": [], "val": []}
     exclusions: list[tuple[str, int]] = []
-    from rich.progress import Progress
-
-    with atomic_dir(settings.out_dir, force=settings.force) as tmp, Progress(transient=True) as progress:
+    with atomic_dir(settings.out_dir, force=settings.force) as tmp, progress_bar(settings.progress) as progress:
         (tmp / "videos").mkdir()
         task = progress.add_task("synthesizing videos", total=len(video_ids))
         for vid in video_ids:
@@ -375,7 +375,7 @@ def synthesize(settings: SynthSettings) -> SynthResult:
                 "format": "acar-deploy-dataset",
                 "format_version": 1,
                 "generator": {"name": "acar-deploy synth", **{k: v for k, v in asdict(settings).items()
-                                                           if k not in ("out_dir", "force")}},
+                                                           if k not in ("out_dir", "force", "progress")}},
                 "media_dir": "frames" if settings.frame_folders else "videos",
                 "videos_dir": "videos",
                 "frames_dir": "frames" if settings.frame_folders else None,

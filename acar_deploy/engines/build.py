@@ -7,11 +7,9 @@ engines hold one serialized plan per part (`<part>.plan`), built through the eng
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from acar_deploy.artifacts import atomic_dir, check_can_write, sha256_file, writ
 from acar_deploy.engines.calibration import CalibrationSet, load_calibration_set
 from acar_deploy.engines.folders import ENGINE_FORMAT, ENGINE_FORMAT_VERSION, ExportFolder, PartSpec
 from acar_deploy.engines.settings import BuildSettings, EngineInfo, Precision, Runtime
+from acar_deploy.progress import progress_bar
 
 LARGE_GRAPH_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with margin: larger graphs use external data
 
@@ -36,7 +35,8 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
     started = time.perf_counter()
     part_records: dict[str, dict[str, Any]] = {}
     cache_hits: dict[str, bool] = {}
-    with atomic_dir(out, force=settings.force) as tmp, _progress(progress, len(export.parts)) as advance:
+    with atomic_dir(out, force=settings.force) as tmp, progress_bar(progress) as bar:
+        task = bar.add_task("build", total=len(export.parts))
         context_feeds = None
         for name, part in export.parts.items():
             import onnx
@@ -66,7 +66,7 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
                 record["engine_cache_hit"] = hit
             record["sha256"] = sha256_file(target)
             part_records[name] = record
-            advance(name)
+            bar.update(task, advance=1, description=f"build: {name} done")
         shutil.copy2(export.path / "manifest.json", tmp / "manifest.json")
         engine_json = _engine_json(settings, export, part_records, calibration, trt_context,
                                    time.perf_counter() - started)
@@ -204,18 +204,5 @@ def _policy_summary(settings: BuildSettings) -> dict[str, Any]:
     if settings.precision == Precision.FP16:
         return {"kind": "fp16 with fp32 islands, fp32 inputs/outputs", **settings.to_json()["fp16"]}
     return {"kind": "int8 QDQ, per-channel weights", **settings.to_json()["int8"]}
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Any]:
-    if not enabled:
-        yield lambda _name: None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("[bold]build[/] {task.description}"), BarColumn(), TimeElapsedColumn(),
-                  transient=True) as bar:
-        task = bar.add_task("parts", total=total)
-        yield lambda name: bar.update(task, advance=1, description=f"{name} done")
 
 

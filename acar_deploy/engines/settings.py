@@ -9,6 +9,7 @@ from typing import Any
 
 from acar_deploy.engines import defaults
 from acar_deploy.errors import InputError
+from acar_deploy.jsonout import to_jsonable
 
 
 class Runtime(str, Enum):
@@ -126,19 +127,7 @@ class BuildSettings:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (enums as values, paths as strings) for engine.json and cache keys."""
-        return _jsonable(asdict(self))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+        return to_jsonable(asdict(self))
 
 
 @dataclass(frozen=True)

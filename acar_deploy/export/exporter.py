@@ -45,6 +45,7 @@ from acar_deploy.export.validate import (
     load_graph,
     validation_cases,
 )
+from acar_deploy.progress import progress_bar
 
 MIN_OPSET = 18  # torch's exporter cannot convert this model to 17
 DEFAULT_OPSET = 18
@@ -265,41 +266,6 @@ def _versions() -> dict[str, str]:
     }
 
 
-class _Steps:
-    """A rich progress bar over export steps (stderr), or silence."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-        self._progress = None
-        self._task = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                console=Console(stderr=True), transient=True,
-            )
-            self._progress.__enter__()
-            self._task = self._progress.add_task("export", total=self.total)
-        return self
-
-    def describe(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, description=text)
-
-    def advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-        return False
-
-
 def export_model(
     out: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
@@ -339,15 +305,16 @@ def export_model(
     export_net, swapped = with_plugin_nodes(export_source, roi_plugin, hr2o_plugin)
     n_cases = sum(len(validation_cases(s, settings.validation)) for s in specs) if settings.validate else 0
 
-    with atomic_dir(out, force=force) as tmp, _Steps(progress, len(specs) + n_cases) as steps:
+    with atomic_dir(out, force=force) as tmp, progress_bar(progress) as bar:
+        task = bar.add_task("export", total=len(specs) + n_cases)
         parts: dict[str, Any] = {}
         rows = []
         checks: list[str] = []
         for spec in specs:
-            steps.describe(f"exporting {spec.part}")
+            bar.update(task, description=f"exporting {spec.part}")
             graph_path = tmp / spec.file
             export_part(export_net, spec, settings.opset, graph_path)
-            steps.advance()
+            bar.advance(task)
             written = load_graph(graph_path)
             checks += check_graph(written, out / spec.file, spec)
             parts[spec.part] = {
@@ -358,9 +325,9 @@ def export_model(
             }
         if settings.validate:
             for spec in specs:
-                steps.describe(f"validating {spec.part}")
+                bar.update(task, description=f"validating {spec.part}")
                 rows += compare_part(tmp / spec.file, spec, spec.module(model).eval(), settings.validation,
-                                     on_case=steps.advance)
+                                     on_case=lambda: bar.advance(task))
         report = ValidationReport(str(out), tuple(rows), tuple(checks)) if settings.validate else None
         if report is not None and not report.ok:
             raise ValidationError(report)
