@@ -42,7 +42,7 @@ class ShapeRange:
             raise InputError(f"shape range {self.min}:{self.opt}:{self.max} needs 1 <= min <= opt <= max")
 
     @classmethod
-    def parse(cls, text: str, what: str = "--rois") -> ShapeRange:
+    def parse(cls, text: str, what: str = "--roi-profile") -> ShapeRange:
         parts = str(text).split(":")
         try:
             values = [int(p) for p in parts]
