@@ -52,7 +52,7 @@ def test_parse_frame_size_rejects_malformed_text(text):
 def test_synth_size_is_height_by_width_in_the_written_frames(tmp_path):
     out = tmp_path / "s"
     result = runner.invoke(app, ["synth", str(out), "--videos", "2", "--video-seconds", "3", "--size", "64x96",
-                                 "--frames", "--format", "json"])
+                                 "--frame-folders", "--format", "json"])
     assert result.exit_code == 0, result.output
     frames = sorted(out.rglob("*.jpg"))
     assert frames
@@ -93,6 +93,7 @@ def test_export_and_bench_parse_size_as_synth_does(monkeypatch, tmp_path):
     [
         ["synth", "OUT", "--seconds", "3"],
         ["synth", "OUT", "--no-force"],
+        ["synth", "OUT", "--frames"],
         ["bench", "ENGINE", "--clips", "2"],
         ["bench", "ENGINE", "--seconds", "5"],
         ["parity", "--engine", "ENGINE", "--data", "DATA"],

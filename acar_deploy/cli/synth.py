@@ -18,7 +18,7 @@ from acar_deploy.jsonout import dumps
     epilog=(
         "Examples:\n\n"
         "  acar-deploy synth data/synth\n\n"
-        "  acar-deploy synth data/synth --videos 24 --video-seconds 5 --size 120x160 --seed 3 --frames --force"
+        "  acar-deploy synth data/synth --videos 24 --video-seconds 5 --size 120x160 --seed 3 --frame-folders --force"
     ),
 )
 @handle_errors
@@ -30,8 +30,8 @@ def synth(
     ] = 3,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same dataset.")] = 0,
     size: Size = "96x128",  # type: ignore[assignment]  # parsed by Size
-    frames: Annotated[
-        bool, typer.Option("--frames", help="Also write frame folders <id>/<id>_%06d.jpg and train from them.")
+    frame_folders: Annotated[
+        bool, typer.Option("--frame-folders", help="Also write frame folders <id>/<id>_%06d.jpg and train from them.")
     ] = False,
     output_format: Format = OutputFormat.text,
     force: Force = False,
@@ -42,7 +42,7 @@ def synth(
     result = synthesize(
         SynthSettings(out_dir=out_dir, videos=videos, seconds=video_seconds, seed=seed, width=size.width,
                       height=size.height,
-                      frame_folders=frames, force=force,
+                      frame_folders=frame_folders, force=force,
                       progress=output_format is OutputFormat.text)
     )
     summary = {
