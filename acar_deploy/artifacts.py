@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from acar_deploy.errors import OutputExistsError
+from acar_deploy.jsonout import to_jsonable
 
 
 def check_can_write(out: Path, force: bool) -> None:
@@ -67,7 +68,7 @@ def atomic_file(out: str | os.PathLike, force: bool = True, mode: str = "wb") ->
 
 def write_json(out: str | os.PathLike, data: Any, force: bool = True) -> None:
     with atomic_file(out, force=force, mode="w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False, default=str)
+        json.dump(to_jsonable(data), fh, indent=2, sort_keys=False)
         fh.write("\n")
 
 

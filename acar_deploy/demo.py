@@ -143,12 +143,12 @@ def run_demo(settings: DemoSettings) -> DemoResult:
 
     def synth_stage() -> str:
         made = synthesize(SynthSettings(out_dir=data, videos=profile.videos, seconds=profile.seconds,
-                                        seed=settings.seed))
+                                        seed=settings.seed, progress=False))
         state["synth"] = made
         return (f"{len(made.train_videos)} train / {len(made.val_videos)} val videos, "
                 f"{made.train_boxes} / {made.val_boxes} annotated boxes")
 
-    stages.run("synthesise data", _cmd("synth", data, "--videos", profile.videos, "--seconds", profile.seconds,
+    stages.run("synthesise data", _cmd("synth", data, "--videos", profile.videos, "--video-seconds", profile.seconds,
                                        "--seed", settings.seed), synth_stage)
 
     config = data / "config.yaml"
@@ -263,8 +263,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         state["parity"] = reports
         return ", ".join(lines)
 
-    stages.run("parity gate", _cmd("parity", "--checkpoint", checkpoint, "--config", config, "--engine",
-                                   out / "engines" / "acar-ort-int8", "--data", data), parity_stage)
+    stages.run("parity gate", _cmd("parity", out / "engines" / "acar-ort-int8", "--checkpoint", checkpoint,
+                                   "--config", config, "--data", data), parity_stage)
 
     def render_stage() -> str:
         synth = state["synth"]
@@ -273,7 +273,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
             made = detect(DetectSettings(checkpoint=checkpoint, media=data / "videos" / f"{video}.mp4",
                                          boxes=data / "val_proposals.csv", out=renders / f"{video}.csv",
                                          render_dir=renders / video, labelmap=data / "labelmap.pbtxt",
-                                         force=True))
+                                         force=True, progress=False))
             result.renders.extend(made.rendered)
         return f"{len(result.renders)} keyframes rendered with boxes and top actions"
 

@@ -37,6 +37,7 @@ class DetectSettings:
     top_k: int = 3
     device: str = "cpu"
     force: bool = False
+    progress: bool = True  # a progress bar on a terminal
 
 
 @dataclass
@@ -181,9 +182,9 @@ def detect(settings: DetectSettings) -> DetectResult:
     class_ids = model_class_ids(model.config.head.num_classes)
     dataset = KeyframeDataset(keyframes, media.parent, class_ids, spec=spec, start_seconds=settings.start_seconds)
     dataset._sources[video_id] = source  # the given file/folder, whatever its name (the only video)
-    from rich.progress import Progress
+    from acar_deploy.progress import progress_bar
 
-    with runner, Progress(transient=True) as progress:
+    with runner, progress_bar(settings.progress) as progress:
         task = progress.add_task(f"detecting {video_id}", total=len(dataset))
         results = predict_split(runner, dataset, 0, lambda: progress.advance(task))
     write_predictions(predictions_table(results, class_ids), settings.out)

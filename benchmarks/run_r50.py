@@ -38,7 +38,7 @@ def log(message: str, started: float) -> None:
 
 
 def synthetic_data(rebuild: bool) -> Path:
-    """Synthetic AVA-format videos at 128x96 (4:3): the R50 pipeline scales them to 256x341."""
+    """Synthetic AVA-format videos at 96x128 (HxW, 4:3): the R50 pipeline scales them to 256x341."""
     from acar_deploy.data.synth import SynthSettings, synthesize
 
     if rebuild or not (DATA / "dataset.json").is_file():

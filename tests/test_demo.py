@@ -83,3 +83,18 @@ def test_demo_refuses_to_overwrite_without_force(demo, tmp_path):
     result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert result.exit_code == 2
     assert "--force" in result.output
+
+
+def test_every_rerun_command_in_the_report_uses_options_the_cli_knows(demo):
+    import shlex
+
+    out, _ = demo
+    report = (out / "report.md").read_text()
+    block = report.split("## Rerun any stage", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = block.strip().splitlines()
+    assert len(lines) >= 6
+    for line in lines:
+        args = shlex.split(line.split(" (", 1)[0])  # drop a trailing "(and ...)" note
+        assert args[0] == "acar-deploy"
+        result = CliRunner().invoke(app, [*args[1:], "--help"])  # an unknown option fails before --help
+        assert result.exit_code == 0, (line, result.output)

@@ -63,8 +63,8 @@ def test_trt_without_tensorrt_exits_2_naming_the_extra(export_dir, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--runtime", "trt", "--rois", "0:4:8"], "1 <= min"),
-        (["--runtime", "trt", "--rois", "1:8"], "MIN:OPT:MAX"),
+        (["--runtime", "trt", "--roi-profile", "0:4:8"], "1 <= min"),
+        (["--runtime", "trt", "--roi-profile", "1:8"], "MIN:OPT:MAX"),
         (["--precision", "int8", "--calib-data", "MISSING"], "calibration data must be a folder"),
         (["--precision", "int8", "--calib-data", "BADNPZ"], "needs arrays 'clips' and 'rois'"),
         (["--precision", "int8", "--calib-data", "WRONGSIZE"], "does not match the export"),

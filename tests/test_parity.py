@@ -95,7 +95,7 @@ def _read_scores(csv_path):
 def test_fp32_engine_passes(setup):
     out = setup["root"] / "out-fp32"
     result = CliRunner().invoke(app, [
-        "parity", "--checkpoint", str(setup["checkpoint"]), "--engine", str(setup["fp32"]), "--data", str(setup["data"]),
+        "parity", str(setup["fp32"]), "--checkpoint", str(setup["checkpoint"]), "--data", str(setup["data"]),
         "--out", str(out), "--format", "json",
     ])
     assert result.exit_code == 0, result.output
@@ -114,7 +114,7 @@ def test_fp32_engine_passes(setup):
 def test_damaged_engine_fails_with_exit_1_and_says_why(setup):
     out = setup["root"] / "out-damaged"
     result = CliRunner().invoke(app, [
-        "parity", "--checkpoint", str(setup["checkpoint"]), "--engine", str(setup["damaged"]),
+        "parity", str(setup["damaged"]), "--checkpoint", str(setup["checkpoint"]),
         "--data", str(setup["data"]), "--out", str(out),
     ])
     assert result.exit_code == 1
@@ -199,7 +199,7 @@ def test_top_action_changed_counts_rows_with_a_different_argmax():
 
 
 def test_missing_dataset_is_an_input_error(tmp_path, setup):
-    result = CliRunner().invoke(app, ["parity", "--checkpoint", str(setup["checkpoint"]), "--engine", str(setup["fp32"]),
+    result = CliRunner().invoke(app, ["parity", str(setup["fp32"]), "--checkpoint", str(setup["checkpoint"]),
                                       "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "dataset.json" in result.stderr and result.stderr.strip().count("\n") == 0

@@ -147,13 +147,13 @@ def test_cli_synth_writes_and_refuses_to_overwrite(tmp_path):
 
     runner = CliRunner()
     out = tmp_path / "s"
-    res = runner.invoke(app, ["synth", str(out), "--videos", "2", "--seconds", "3", "--format", "json"])
+    res = runner.invoke(app, ["synth", str(out), "--videos", "2", "--video-seconds", "3", "--format", "json"])
     assert res.exit_code == 0, res.output
     assert (out / "dataset.json").is_file()
-    res = runner.invoke(app, ["synth", str(out), "--videos", "2", "--seconds", "3"])
+    res = runner.invoke(app, ["synth", str(out), "--videos", "2", "--video-seconds", "3"])
     assert res.exit_code == 2 and "--force" in res.output
     res = runner.invoke(app, ["synth", str(tmp_path / "t"), "--size", "big"])
-    assert res.exit_code == 2 and "WIDTHxHEIGHT" in res.output
+    assert res.exit_code == 2 and "HEIGHTxWIDTH" in res.output
 
 
 def test_the_synth_model_config_is_acar_tiny_at_16_frames_and_96_pixels():

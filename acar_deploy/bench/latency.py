@@ -44,6 +44,7 @@ from acar_deploy.bench.results import (
 from acar_deploy.bench.stats import LatencyStats, summarize
 from acar_deploy.engines.runners.base import Runner, RunnerOptions
 from acar_deploy.errors import InputError
+from acar_deploy.progress import progress_bar
 
 # --- runners ------------------------------------------------------------------------------------
 
@@ -219,7 +220,7 @@ def benchmark_runners(
     memory: dict[str, dict[str, int | None]] = {}
     samples = {n: _Samples() for n in names}
     iterations = 0
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         warm_task = bar.add_task("warm-up", total=max(1, settings.warmup) * len(names))
         for n in names:  # solo warm-up per runtime; also its peak memory
             gpu_before = _gpu_memory_used()
@@ -359,38 +360,6 @@ def _achieved_gflops(stages: Mapping[str, float], flops: FlopCount | None, setti
     if stages.get("head"):
         achieved["head"] = flops.head_by_actors[primary] * B / stages["head"] / 1e9
     return achieved
-
-
-class _NoProgress:
-    def add_task(self, *_: Any, **__: Any) -> int:
-        return 0
-
-    def advance(self, *_: Any) -> None:
-        pass
-
-
-class _progress:
-    """A rich progress bar on stderr, or nothing (tests, JSON output)."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self._bar: Any = None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return _NoProgress()
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=Console(stderr=True), transient=True,
-        )
-        return self._bar.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
 
 
 def run_benchmark(settings: BenchSettings, progress: bool = True) -> BenchResult:

@@ -45,15 +45,15 @@ class BenchSettings:
         if len(set(self.actors)) != len(self.actors):
             raise InputError(f"--actors has repeated values: {list(self.actors)}")
         if self.clips < 1:
-            raise InputError(f"--clips must be >= 1, got {self.clips}")
+            raise InputError(f"--batch must be >= 1, got {self.clips}")
         if min(self.size) < 16:
             raise InputError(f"--size must be at least 16x16 pixels, got {self.size[0]}x{self.size[1]}")
         if self.warmup < 0:
             raise InputError(f"--warmup must be >= 0, got {self.warmup}")
         if self.seconds is None and (self.iters is None or self.iters < 1):
-            raise InputError("give --iters N (>= 1) or --seconds S")
+            raise InputError("give --iters N (>= 1) or --time-budget S")
         if self.seconds is not None and self.seconds <= 0:
-            raise InputError(f"--seconds must be > 0, got {self.seconds}")
+            raise InputError(f"--time-budget must be > 0, got {self.seconds}")
         if self.threads < 1:
             raise InputError(f"--threads must be >= 1, got {self.threads}")
 

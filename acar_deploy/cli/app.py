@@ -9,14 +9,20 @@ from __future__ import annotations
 import typer
 
 from acar_deploy import __version__
+from acar_deploy.cli.options import AcarGroup
 
 app = typer.Typer(
     name="acar-deploy",
+    cls=AcarGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     help="Take ACAR-Net from a PyTorch checkpoint to verified ONNX Runtime / TensorRT engines.\n\n"
-    "Start with `acar-deploy demo --quick` to see the whole pipeline on synthetic data.",
+    "Start with `acar-deploy demo --quick` to see the whole pipeline on synthetic data.\n\n"
+    "Examples:\n\n"
+    "  acar-deploy demo --quick --out /tmp/demo\n\n"
+    "  acar-deploy export --checkpoint AVA_SLOWFAST_R50_ACAR_HR2O.pth.tar --config acar_r50 --out export/r50\n\n"
+    "  acar-deploy COMMAND --help",
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -11,8 +10,9 @@ import typer
 
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.options import OutputFormat
+from acar_deploy.cli.options import Force, Format, OptionalOut, OutputFormat
 from acar_deploy.engines import settings as defaults
+from acar_deploy.jsonout import dumps
 
 
 class RuntimeChoice(str, Enum):
@@ -35,10 +35,11 @@ class CalibMethodChoice(str, Enum):
 @app.command(
     "build",
     help="Build an engine from an export folder: ONNX Runtime or TensorRT, fp32/fp16/int8.\n\n"
+    "--out is the engine folder (default engines/NAME-RUNTIME-PRECISION).\n\n"
     "Examples:\n\n"
     "  acar-deploy build export/acar_tiny --runtime ort --precision fp16\n\n"
     "  acar-deploy build export/acar_tiny --precision int8 --calib-data calib/ --calib-method entropy\n\n"
-    "  acar-deploy build export/acar_r50 --runtime trt --precision fp16 --rois 1:8:32 --force",
+    "  acar-deploy build export/acar_r50 --runtime trt --precision fp16 --roi-profile 1:8:32 --batch-profile 1:1:4 --force",
 )
 @handle_errors
 def build_command(
@@ -46,15 +47,15 @@ def build_command(
     runtime: Annotated[RuntimeChoice, typer.Option(help="Target runtime.")] = RuntimeChoice.ort,
     precision: Annotated[PrecisionChoice, typer.Option(help="fp16 keeps attention logits, softmax, norms in fp32.")] = PrecisionChoice.fp32,
     calib_data: Annotated[Path | None, typer.Option(help="INT8: folder of .npz files with 'clips' and 'rois'.")] = None,
-    calib_clips: Annotated[int | None, typer.Option(help=f"INT8: number of calibration keyframes (default {defaults.CALIB_CLIPS}).")] = None,
+    calib_clips: Annotated[int | None, typer.Option(min=1, help=f"INT8: number of calibration keyframes (default {defaults.CALIB_CLIPS}).")] = None,
     calib_method: Annotated[CalibMethodChoice, typer.Option(help="INT8 calibration method.")] = CalibMethodChoice.minmax,
     int8_stem: Annotated[bool, typer.Option("--int8-stem/--fp32-stem", help="INT8: quantize the two stem convs too (slow on CPU).")] = False,
-    rois: Annotated[str | None, typer.Option(help=f"TensorRT RoI profile MIN:OPT:MAX (default {':'.join(map(str, defaults.ROI_PROFILE))}).")] = None,
-    clips: Annotated[str | None, typer.Option(help=f"TensorRT clip-batch profile MIN:OPT:MAX (default {':'.join(map(str, defaults.CLIP_PROFILE))}).")] = None,
-    workspace_gib: Annotated[float | None, typer.Option(help=f"TensorRT workspace limit in GiB (default {defaults.WORKSPACE_GIB:g}).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Engine folder (default engines/NAME-RUNTIME-PRECISION).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing engine folder.")] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Summary as text or JSON.")] = OutputFormat.text,
+    roi_profile: Annotated[str | None, typer.Option("--roi-profile", metavar="MIN:OPT:MAX", help=f"TensorRT: boxes per call R, min >= 1 (default {':'.join(map(str, defaults.ROI_PROFILE))}).")] = None,
+    batch_profile: Annotated[str | None, typer.Option("--batch-profile", metavar="MIN:OPT:MAX", help=f"TensorRT: clips per call B (default {':'.join(map(str, defaults.CLIP_PROFILE))}).")] = None,
+    workspace_gib: Annotated[float | None, typer.Option(min=0.001, help=f"TensorRT workspace limit in GiB (default {defaults.WORKSPACE_GIB:g}).")] = None,
+    out: OptionalOut = None,
+    force: Force = False,
+    output_format: Format = OutputFormat.text,
 ) -> None:
     from dataclasses import replace
 
@@ -67,16 +68,16 @@ def build_command(
     if calib_clips is not None:
         int8 = replace(int8, calib_clips=calib_clips)
     trt = settings.trt
-    if rois is not None:
-        trt = replace(trt, rois=ShapeRange.parse(rois, "--rois"))
-    if clips is not None:
-        trt = replace(trt, clips=ShapeRange.parse(clips, "--clips"))
+    if roi_profile is not None:
+        trt = replace(trt, rois=ShapeRange.parse(roi_profile, "--roi-profile"))
+    if batch_profile is not None:
+        trt = replace(trt, clips=ShapeRange.parse(batch_profile, "--batch-profile"))
     if workspace_gib is not None:
         trt = replace(trt, workspace_gib=workspace_gib)
     info = build_engine(replace(settings, int8=int8, trt=trt), progress=output_format == OutputFormat.text)
     summary = info.summary()
     if output_format == OutputFormat.json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary))
         return
     typer.echo(f"built {summary['path']} ({summary['runtime']} {summary['precision']}) in {summary['build_seconds']:.1f} s")
     for part, path in summary["parts"].items():

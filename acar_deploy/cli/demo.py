@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,8 @@ import typer
 
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.options import OutputFormat
+from acar_deploy.cli.options import Force, Format, Out, OutputFormat, Threads
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
@@ -19,30 +19,26 @@ from acar_deploy.cli.options import OutputFormat
     "(split and fused; standard and plugin nodes), build ONNX Runtime fp32/fp16/int8 engines (and TensorRT "
     "when a GPU and TensorRT are present), benchmark them against eager in one run, run the parity gate, "
     "render keyframes and write report.md. No network access is needed.\n\n"
-    "Every stage's output stays under --out, and report.md lists the command that reruns each stage.\n\n"
+    "Every stage's output stays under --out (a folder), and report.md lists the command that reruns each stage.\n\n"
     "Examples:\n\n"
     "  acar-deploy demo                      # full demo (<= 10 minutes on 2 CPU cores)\n\n"
     "  acar-deploy demo --quick --out /tmp/d  # CI-sized (<= 2 minutes)",
 )
 @handle_errors
 def demo_command(
-    out: Annotated[Path, typer.Option("--out", help="Folder for every stage's output and report.md.")] = Path(
-        "demo_out"
-    ),
+    out: Out = Path("demo_out"),
     quick: Annotated[bool, typer.Option("--quick", help="Smaller data, fewer epochs and iterations.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data, training and inputs.")] = 0,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for every runtime.")] = 2,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out folder.")] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Summary as text or JSON.")] = (
-        OutputFormat.text
-    ),
+    threads: Threads = 2,
+    force: Force = False,
+    output_format: Format = OutputFormat.text,
 ) -> None:
     from acar_deploy.demo import DemoSettings, run_demo
 
     result = run_demo(DemoSettings(out=out, quick=quick, seed=seed, threads=threads, force=force,
                                    progress=output_format == OutputFormat.text))
     if output_format == OutputFormat.json:
-        typer.echo(json.dumps({
+        typer.echo(dumps({
             "out": str(result.out),
             "report": str(result.report),
             "val_map": result.val_map,
@@ -50,6 +46,6 @@ def demo_command(
             "parity_passed": result.parity_passed,
             "renders": [str(p) for p in result.renders],
             "stages": [{"name": s.name, "seconds": s.seconds, "summary": s.summary} for s in result.stages],
-        }, indent=2))
+        }))
     else:
         typer.echo(f"report: {result.report}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,8 +9,9 @@ import typer
 
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.options import Device, OutputFormat
+from acar_deploy.cli.options import Checkpoint, Config, Device, Force, Format, Out, OutputFormat
 from acar_deploy.errors import InputError
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
@@ -26,31 +26,32 @@ from acar_deploy.errors import InputError
 )
 @handle_errors
 def detect(
-    checkpoint: Annotated[Path, typer.Option(help="Model weights (any layout `info` reads).")],
+    checkpoint: Checkpoint,
     boxes: Annotated[Path, typer.Option(help="Person proposals CSV: video_id,timestamp,x1,y1,x2,y2,score.")],
-    out: Annotated[Path, typer.Option(help="AVA predictions CSV to write.")],
+    out: Out,
     video: Annotated[Path | None, typer.Option(help="Video file (decoded with PyAV at 30 fps).")] = None,
     frames: Annotated[Path | None, typer.Option(help="Frame folder <id>_%06d.jpg at 30 fps, 1-based.")] = None,
-    config: Annotated[
-        str | None, typer.Option(help="Model config (built-in or YAML); default: the one in an acar-deploy checkpoint.")
-    ] = None,
+    config: Config = None,
     render: Annotated[
         Path | None, typer.Option(help="Folder for annotated keyframe PNGs, or a .mp4 file (one keyframe per second).")
     ] = None,
-    score_threshold: Annotated[float, typer.Option(help="Use proposals scoring at least this.")] = 0.85,
+    score_threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Use proposals scoring at least this.")] = 0.85,
     video_id: Annotated[
         str | None, typer.Option(help="Video id in the CSV (default: the file/folder name, or the only id).")
     ] = None,
-    start_seconds: Annotated[float, typer.Option(help="Second the frames start at (900 for AVA frame folders).")] = 0.0,
+    start_seconds: Annotated[float, typer.Option(min=0.0, help="Second the frames start at (900 for AVA frame folders).")] = 0.0,
     labelmap: Annotated[
         Path | None, typer.Option(help="Draw only the classes of this label map (default: all 60 AVA classes).")
     ] = None,
-    top_k: Annotated[int, typer.Option(help="Actions drawn per box.")] = 3,
+    top_k: Annotated[int, typer.Option(min=1, help="Actions drawn per box.")] = 3,
     device: Annotated[Device, typer.Option(help="cpu or cuda.")] = Device.cpu,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Print text or JSON.")] = OutputFormat.text,
-    force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    output_format: Format = OutputFormat.text,
+    force: Force = False,
 ) -> None:
-    """Run the model on every keyframe with boxes; write AVA predictions, optionally draw the top actions."""
+    """Run the model on every keyframe with boxes; write AVA predictions, optionally draw the top actions.
+
+    --out is the AVA predictions CSV to write. Without --config: the config an acar-deploy checkpoint carries.
+    """
     if (video is None) == (frames is None):
         raise InputError("give exactly one of --video FILE or --frames DIR")
     from acar_deploy.detect import DetectSettings
@@ -61,12 +62,13 @@ def detect(
             checkpoint=checkpoint, media=video if video is not None else frames, boxes=boxes, out=out,  # type: ignore[arg-type]
             config=config, render_dir=render, score_threshold=score_threshold, video_id=video_id,
             start_seconds=start_seconds, labelmap=labelmap, top_k=top_k, device=device.value, force=force,
+            progress=output_format is OutputFormat.text,
         )
     )
     summary = {"out": str(result.out), "video_id": result.video_id, "keyframes": result.keyframes,
                "boxes": result.boxes, "rendered": [str(p) for p in result.rendered]}
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary))
     else:
         typer.echo(f"{result.video_id}: {result.boxes} boxes on {result.keyframes} keyframes -> {result.out}"
                    + (f"; rendered {len(result.rendered)} keyframes" if result.rendered else ""))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,8 @@ import typer
 
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.options import OutputFormat
+from acar_deploy.cli.options import Format, OutputFormat
+from acar_deploy.jsonout import dumps
 
 
 class ProtocolChoice(str, Enum):
@@ -50,9 +50,7 @@ def evaluate_command(
     protocol: Annotated[
         ProtocolChoice, typer.Option("--protocol", help="Official evaluator version.")
     ] = ProtocolChoice.head,
-    output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="text: a table; json: mAP and per-class AP.")
-    ] = (OutputFormat.text),
+    output_format: Format = OutputFormat.text,
 ) -> None:
     from acar_deploy.data.labelmap import read_labelmap
     from acar_deploy.eval import frame_map
@@ -60,7 +58,7 @@ def evaluate_command(
     classes = read_labelmap(labelmap)
     result = frame_map(gt, pred, labelmap=classes, exclusions=exclusions, protocol=protocol.value)
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        typer.echo(dumps(result.to_json()))
         return
 
     from rich.console import Console

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -12,7 +11,9 @@ import typer
 
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.options import OutputFormat
+from acar_deploy.cli.options import Checkpoint, Config, Force, Format, Out, OutputFormat, parse_size_option
+from acar_deploy.data.frame_size import FrameSize
+from acar_deploy.jsonout import dumps
 
 
 class PartsChoice(str, Enum):
@@ -28,7 +29,7 @@ class NodeChoiceOption(str, Enum):
 
 def _print_report(report, output_format: OutputFormat, extra: dict | None = None) -> None:
     if output_format == OutputFormat.json:
-        typer.echo(json.dumps({**(extra or {}), **report.to_dict()}, indent=2))
+        typer.echo(dumps({**(extra or {}), **report.to_dict()}))
         return
     from rich.console import Console
 
@@ -52,14 +53,9 @@ def _print_report(report, output_format: OutputFormat, extra: dict | None = None
 )
 @handle_errors
 def export(
-    out: Annotated[Path, typer.Option(help="Export folder to write (e.g. export/r50).")],
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(help="Weights (official zoo/training file or acar-deploy checkpoint); none: seeded random init."),
-    ] = None,
-    config: Annotated[
-        str | None, typer.Option(help="Model config: built-in name (acar_r50, acar_tiny, ...) or YAML file.")
-    ] = None,
+    out: Out,
+    checkpoint: Checkpoint = None,
+    config: Config = None,
     parts: Annotated[
         PartsChoice, typer.Option(help="split: backbone.onnx + head.onnx; fused: acar.onnx; all: both.")
     ] = PartsChoice.split,
@@ -69,9 +65,14 @@ def export(
     hr2o: Annotated[
         NodeChoiceOption, typer.Option(help="HR2O attention as standard ops or one ACAR_HR2O plugin node per layer.")
     ] = NodeChoiceOption.onnx,
-    opset: Annotated[int, typer.Option(help="ONNX opset (>= 17; 18 is what the exporter writes natively).")] = 18,
+    opset: Annotated[
+        int, typer.Option(min=18, help="ONNX opset; torch's exporter writes 18 and cannot convert this model lower.")
+    ] = 18,
     size: Annotated[
-        str | None, typer.Option(help="Frame size HxW the graphs are built for (default: config short side at 4:3).")
+        FrameSize | None,
+        typer.Option("--size", parser=parse_size_option, metavar="HxW",
+                     help="Frame size HEIGHTxWIDTH the graphs are built for (default: the config's short side at "
+                          "4:3, e.g. 256x341)."),
     ] = None,
     dynamic_size: Annotated[
         bool, typer.Option("--dynamic-size", help="Make frame height/width dynamic (H, W) too.")
@@ -85,13 +86,15 @@ def export(
         typer.Option("--no-restructure",
                      help="Export the faithful graph (3D convs, conv1 per actor) instead of the faster twin."),
     ] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Print text tables or JSON.")] = (
-        OutputFormat.text
-    ),
-    force: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
+    output_format: Format = OutputFormat.text,
+    force: Force = False,
 ) -> None:
-    """Export ACAR-Net to ONNX (split and/or fused), check the graphs and compare ORT with eager."""
-    from acar_deploy.export.exporter import ExportSettings, NodeChoice, Parts, export_model, parse_size
+    """Export ACAR-Net to ONNX (split and/or fused), check the graphs and compare ORT with eager.
+
+    --out is the export folder (graphs + manifest.json). Without --checkpoint the weights are a seeded
+    random init (with a warning).
+    """
+    from acar_deploy.export.exporter import ExportSettings, NodeChoice, Parts, export_model
     from acar_deploy.export.validate import ValidationError
 
     settings = ExportSettings(
@@ -99,14 +102,14 @@ def export(
         roi_align=NodeChoice(roi_align.value),
         hr2o=NodeChoice(hr2o.value),
         opset=opset,
-        input_size=parse_size(size) if size else None,
+        input_size=tuple(size) if size else None,
         dynamic_size=dynamic_size,
         seed=seed,
         validate=not no_validate,
         restructure=not no_restructure,
     )
     try:
-        result = export_model(out, checkpoint, config, settings, force=force, progress=sys.stderr.isatty())
+        result = export_model(out, checkpoint, config, settings, force=force, progress=output_format is OutputFormat.text)
     except ValidationError as exc:
         _print_report(exc.report, output_format)
         raise
@@ -116,7 +119,7 @@ def export(
     if result.report is not None:
         _print_report(result.report, output_format, {"export": str(result.path), "files": files})
     elif output_format == OutputFormat.json:
-        typer.echo(json.dumps({"export": str(result.path), "files": files}, indent=2))
+        typer.echo(dumps({"export": str(result.path), "files": files}))
     if output_format == OutputFormat.text:
         typer.echo(f"wrote {result.path}: " + ", ".join(Path(f).name for f in files.values()) + ", manifest.json")
 
@@ -136,14 +139,13 @@ def validate(
         Path | None,
         typer.Option(help="Checkpoint the export came from, if it moved (its sha256 must match the manifest)."),
     ] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Print a text table or JSON.")] = (
-        OutputFormat.text
-    ),
+    output_format: Format = OutputFormat.text,
 ) -> None:
     """Check an export folder: onnx.checker, shape inference, ORT vs eager for R in {1,3,17}, B in {1,2}."""
     from acar_deploy.export.validate import validate_export
 
-    report = validate_export(path, checkpoint, raise_on_failure=False, progress=sys.stderr.isatty())
+    report = validate_export(path, checkpoint, raise_on_failure=False,
+                             progress=output_format is OutputFormat.text)
     _print_report(report, output_format)
     if not report.ok:
         from acar_deploy.export.validate import ValidationError

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,14 +9,15 @@ import typer
 
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.options import OutputFormat
+from acar_deploy.cli.options import Config, Format, OutputFormat
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
     "info",
     help="Describe a checkpoint: detected layout, architecture, parameters per part, classes, expected input.\n\n"
     "Reads official model-zoo files (flat DDP state_dict), official training checkpoints, Kinetics SlowFast "
-    "backbones and this project's checkpoints (which carry their config, so --config is optional).\n\n"
+    "backbones and this project's checkpoints (which carry their config, so --config is optional there).\n\n"
     "Examples:\n\n"
     "  acar-deploy info model_zoo/AVA_SLOWFAST_R50_ACAR_HR2O.pth.tar --config acar_r50\n\n"
     "  acar-deploy info AVA_SLOWFAST_R101_ACAR_HR2O_DEPTH1.pth.tar --config configs/AVA/eval_SLOWFAST_R101_ACAR_HR2O_DEPTH1.yaml\n\n"
@@ -26,22 +26,14 @@ from acar_deploy.cli.options import OutputFormat
 @handle_errors
 def info_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.pth.tar / .pt).")],
-    config: Annotated[
-        str | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Built-in config (acar_r50, acar_r101, linear_r50, acar_tiny, linear_tiny) or an official "
-            "ACAR-Net YAML file; optional for this project's checkpoints.",
-        ),
-    ] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="text or json.")] = OutputFormat.text,
+    config: Config = None,
+    output_format: Format = OutputFormat.text,
 ) -> None:
     from acar_deploy.model.checkpoint import summarize_checkpoint
 
     summary = summarize_checkpoint(checkpoint, config)
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary))
         return
     arch, params, inp = summary["architecture"], summary["parameters"], summary["input"]
     norm = inp["normalization"]

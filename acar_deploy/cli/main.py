@@ -19,6 +19,7 @@ from acar_deploy.cli import synth as _synth  # noqa: E402,F401
 from acar_deploy.cli import train as _train  # noqa: E402,F401
 from acar_deploy.cli import triton as _triton  # noqa: E402,F401
 from acar_deploy.cli.app import app
+from acar_deploy.cli.options import AcarCommand
 
 # `--help` lists commands in the order the data flows, not the order their modules were imported.
 PIPELINE_ORDER = ("demo", "info", "synth", "train", "detect", "evaluate", "export", "validate", "build", "bench",
@@ -26,6 +27,8 @@ PIPELINE_ORDER = ("demo", "info", "synth", "train", "detect", "evaluate", "expor
 app.registered_commands.sort(
     key=lambda c: PIPELINE_ORDER.index(c.name) if c.name in PIPELINE_ORDER else len(PIPELINE_ORDER)
 )
+for _command in app.registered_commands:  # flags show no `<bool>` metavar in --help
+    _command.cls = AcarCommand
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,44 +9,50 @@ import typer
 
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.options import OutputFormat
+from acar_deploy.cli.options import Checkpoint, Config, Force, Format, OptionalOut, OutputFormat, Threads
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
     "parity",
     epilog=(
         "Examples:\n\n"
-        "  acar-deploy parity --checkpoint runs/synth/model.pt --engine engines/synth-ort-int8 --data data/synth\n\n"
-        "  acar-deploy parity --checkpoint model.pt --config acar_r50 --engine engines/r50-ort-fp32 "
-        "--data data/ava --clips 200 --atol 1e-3 --rtol 1e-3 --format json"
+        "  acar-deploy parity engines/synth-ort-int8 --checkpoint runs/synth/ckpt_8.pt --data data/synth "
+        "--config data/synth/config.yaml\n\n"
+        "  acar-deploy parity engines/r50-ort-fp32 --checkpoint model.pt --config acar_r50 "
+        "--data data/ava --max-keyframes 200 --atol 1e-3 --rtol 1e-3 --format json"
     ),
 )
 @handle_errors
 def parity(
-    engine: Annotated[str, typer.Option(help="Engine or export folder to check against eager.")],
+    engine: Annotated[str, typer.Argument(help="Engine or export folder to check against eager.")],
     data: Annotated[Path, typer.Option(help="AVA-format dataset folder (dataset.json), e.g. `acar-deploy synth` output.")],
-    checkpoint: Annotated[Path | None, typer.Option(help="Eager weights (this project's or official layout).")] = None,
-    config: Annotated[
-        str | None, typer.Option(help="Model config; its `<config>.parity.yaml` pins the thresholds.")
-    ] = None,
+    checkpoint: Checkpoint = None,
+    config: Config = None,
     split: Annotated[str, typer.Option(help="Dataset split to run.")] = "val",
-    clips: Annotated[int | None, typer.Option(help="At most this many keyframes (default: all).")] = None,
+    max_keyframes: Annotated[
+        int | None, typer.Option("--max-keyframes", min=1, help="At most this many keyframes (default: all).")
+    ] = None,
     max_map_drop: Annotated[
-        float | None, typer.Option(help="Max |frame-mAP difference| in points (default 0.5).")
+        float | None, typer.Option(min=0, help="Max |frame-mAP difference| in points (default 0.5).")
     ] = None,
-    atol: Annotated[float | None, typer.Option(help="Absolute tolerance per element (fp32 default 1e-3).")] = None,
-    rtol: Annotated[float | None, typer.Option(help="Relative tolerance per element (fp32 default 1e-3).")] = None,
+    atol: Annotated[float | None, typer.Option(min=0, help="Absolute tolerance per element (fp32 default 1e-3).")] = None,
+    rtol: Annotated[float | None, typer.Option(min=0, help="Relative tolerance per element (fp32 default 1e-3).")] = None,
     thresholds: Annotated[
-        Path | None, typer.Option(help="Thresholds YAML (`ort-int8: {max_map_drop: 0.5, atol: 0.05}` per line).")
+        Path | None,
+        typer.Option(help="Thresholds YAML (`ort-int8: {max_map_drop: 0.5, atol: 0.05}` per line); default: "
+                          "`<config>.parity.yaml` beside a --config YAML file, if there is one."),
     ] = None,
-    threads: Annotated[int, typer.Option(help="Threads for torch and ONNX Runtime.")] = 2,
-    out: Annotated[Path | None, typer.Option(help="Report folder (default runs/parity/<engine name>).")] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Print text or JSON.")] = OutputFormat.text,
-    force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+    threads: Threads = 2,
+    out: OptionalOut = None,
+    output_format: Format = OutputFormat.text,
+    force: Force = False,
 ) -> None:
     """Run eager and ENGINE on the same clips and person boxes; compare outputs and frame-mAP.
 
-    Exits 1 when a threshold is exceeded (the message says which); writes parity.json and parity.md.
+    Exits 1 when a threshold is exceeded (the message says which); writes parity.json, parity.md and both
+    prediction CSVs to --out (default runs/parity/<engine name>). Thresholds: built-in defaults, then the
+    thresholds YAML, then --max-map-drop / --atol / --rtol.
     """
     from acar_deploy.verify.parity import (
         ParityGateFailed,
@@ -63,7 +68,7 @@ def parity(
         checkpoint=checkpoint,
         config=config,
         split=split,
-        clips=clips,
+        clips=max_keyframes,
         max_map_drop=max_map_drop,
         atol=atol,
         rtol=rtol,
@@ -82,7 +87,7 @@ def parity(
 
 def _print(report, output_format: OutputFormat, markdown, out: Path | None) -> None:
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps({**report.to_dict(), "out": None if out is None else str(out)}, indent=2, default=str))
+        typer.echo(dumps({**report.to_dict(), "out": None if out is None else str(out)}))
     else:
         typer.echo(markdown(report))
         if out is not None:

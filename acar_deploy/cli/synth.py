@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,8 @@ import typer
 
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.options import OutputFormat
+from acar_deploy.cli.options import Force, Format, OutputFormat, Size
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
@@ -18,29 +18,32 @@ from acar_deploy.cli.options import OutputFormat
     epilog=(
         "Examples:\n\n"
         "  acar-deploy synth data/synth\n\n"
-        "  acar-deploy synth data/synth --videos 24 --seconds 5 --seed 3 --frames --force"
+        "  acar-deploy synth data/synth --videos 24 --video-seconds 5 --size 120x160 --seed 3 --frame-folders --force"
     ),
 )
 @handle_errors
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Dataset folder to write (dataset.json, videos/, CSVs, config.yaml).")],
-    videos: Annotated[int, typer.Option(help="Number of videos; the last quarter is the val split.")] = 48,
-    seconds: Annotated[int, typer.Option(help="Length of each video; keyframes at 1 .. seconds-1.")] = 3,
+    videos: Annotated[int, typer.Option(min=2, help="Number of videos; the last quarter is the val split.")] = 48,
+    video_seconds: Annotated[
+        int, typer.Option("--video-seconds", min=3, help="Length of each video; keyframes at 1 .. seconds-1.")
+    ] = 3,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same dataset.")] = 0,
-    size: Annotated[str, typer.Option(help="Frame WIDTHxHEIGHT in pixels.")] = "128x96",
-    frames: Annotated[
-        bool, typer.Option("--frames", help="Also write frame folders <id>/<id>_%06d.jpg and train from them.")
+    size: Size = "96x128",  # type: ignore[assignment]  # parsed by Size
+    frame_folders: Annotated[
+        bool, typer.Option("--frame-folders", help="Also write frame folders <id>/<id>_%06d.jpg and train from them.")
     ] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Print text or JSON.")] = OutputFormat.text,
-    force: Annotated[bool, typer.Option(help="Replace an existing OUT_DIR.")] = False,
+    output_format: Format = OutputFormat.text,
+    force: Force = False,
 ) -> None:
     """Write short videos of actors whose AVA actions can be seen, with annotations, proposals and a config."""
-    from acar_deploy.data.synth import SynthSettings, parse_size, synthesize
+    from acar_deploy.data.synth import SynthSettings, synthesize
 
-    width, height = parse_size(size)
     result = synthesize(
-        SynthSettings(out_dir=out_dir, videos=videos, seconds=seconds, seed=seed, width=width, height=height,
-                      frame_folders=frames, force=force)
+        SynthSettings(out_dir=out_dir, videos=videos, seconds=video_seconds, seed=seed, width=size.width,
+                      height=size.height,
+                      frame_folders=frame_folders, force=force,
+                      progress=output_format is OutputFormat.text)
     )
     summary = {
         "out_dir": str(result.out_dir),
@@ -51,7 +54,7 @@ def synth(
         "config": str(result.out_dir / "config.yaml"),
     }
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary))
     else:
         typer.echo(
             f"wrote {result.out_dir}: {summary['train_videos']} train / {summary['val_videos']} val videos, "

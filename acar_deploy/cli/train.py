@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,8 @@ import typer
 
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.options import Device, OutputFormat
+from acar_deploy.cli.options import Config, Device, Force, Format, Out, OutputFormat
+from acar_deploy.jsonout import dumps
 
 
 @app.command(
@@ -28,32 +28,36 @@ from acar_deploy.cli.options import Device, OutputFormat
 )
 @handle_errors
 def train(
-    config: Annotated[str, typer.Option(help="Model config: built-in name or YAML (its `train:` section sets the recipe).")],
+    config: Config,
     data: Annotated[Path, typer.Option(help="Dataset folder with dataset.json (e.g. from `acar-deploy synth`).")],
-    out: Annotated[Path, typer.Option(help="Run folder: ckpt_<epoch>.pt, history.json, val predictions.")],
-    epochs: Annotated[int | None, typer.Option(help="Number of epochs (default: train.n_epochs of the config).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Clips per process per step (default: from the config).")] = None,
+    out: Out,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Number of epochs (default: train.n_epochs of the config).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per process per step (default: from the config).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
     init: Annotated[
         Path | None, typer.Option(help="Start from these weights (any layout `info` reads); classifier re-initialised "
                                        "if its class count differs.")
     ] = None,
     device: Annotated[Device, typer.Option(help="cpu, or cuda (mixed precision).")] = Device.cpu,
-    workers: Annotated[int | None, typer.Option(help="Decoding processes per training process.")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes per training process.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and augmentation.")] = 0,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads per process (default: torch's choice).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads per process (default: torch's choice).")] = None,
     no_val: Annotated[bool, typer.Option("--no-val", help="Skip the per-epoch validation frame-mAP.")] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Print text or JSON.")] = OutputFormat.text,
-    force: Annotated[bool, typer.Option(help="Delete checkpoints already in --out and start over.")] = False,
+    output_format: Format = OutputFormat.text,
+    force: Force = False,
 ) -> None:
-    """Official loss, SGD + warm-up/step schedule, frozen BN, a checkpoint and val frame-mAP per epoch."""
+    """Official loss, SGD + warm-up/step schedule, frozen BN, a checkpoint and val frame-mAP per epoch.
+
+    --out is the run folder (ckpt_<epoch>.pt, history.json, val predictions); --force deletes checkpoints
+    already there and starts over. The --config YAML's `train:` section sets the recipe.
+    """
     from acar_deploy.train import TrainSettings
     from acar_deploy.train import train as run_training
 
     result = run_training(
         TrainSettings(config=config, data=data, out=out, epochs=epochs, batch_size=batch_size, resume=resume,
                       init=init, device=device.value, workers=workers, seed=seed, threads=threads, validate=not no_val,
-                      force=force)
+                      force=force, progress=output_format is OutputFormat.text)
     )
     if int(os.environ.get("RANK", "0")) != 0:  # other processes of a torchrun group stay quiet
         return
@@ -63,7 +67,7 @@ def train(
         "history": [vars(h) for h in result.history],
     }
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary))
     elif result.checkpoints:
         last = result.history[-1] if result.history else None
         typer.echo(f"final checkpoint: {result.final_checkpoint}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,9 @@ import typer
 
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.options import OutputFormat
+from acar_deploy.cli.options import Force, Format, Out, OutputFormat
+from acar_deploy.jsonout import dumps
+from acar_deploy.progress import progress_bar
 from acar_deploy.serve.triton import InstanceKind
 from acar_deploy.serve.triton_client import TritonProtocol
 
@@ -21,7 +22,8 @@ DEFAULT_PORTS = {TritonProtocol.http: 8000, TritonProtocol.grpc: 8001}
     "triton",
     help="Write a Triton Inference Server model repository from an export (and engine) folder.\n\n"
     "Three models: NAME_backbone and NAME_head (ONNX Runtime, or TensorRT plans from --engines) and NAME, "
-    "a Python model that runs backbone then head and skips both for a clip with zero boxes.\n\n"
+    "a Python model that runs backbone then head and skips both for a clip with zero boxes. "
+    "--out is the model repository folder.\n\n"
     "Examples:\n\n"
     "  acar-deploy triton export/acar_r50 --out model_repository\n\n"
     "  acar-deploy triton export/acar_r50 --out model_repository --engines engines/acar_r50-trt-fp16 --force\n\n"
@@ -30,9 +32,7 @@ DEFAULT_PORTS = {TritonProtocol.http: 8000, TritonProtocol.grpc: 8001}
 @handle_errors
 def triton_command(
     export: Annotated[Path, typer.Argument(help="Export folder with backbone.onnx, head.onnx, manifest.json.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Model repository folder to write.")] = Path(
-        "model_repository"
-    ),
+    out: Out = Path("model_repository"),
     engines: Annotated[
         list[Path] | None,
         typer.Option(
@@ -42,25 +42,24 @@ def triton_command(
         ),
     ] = None,
     max_batch: Annotated[
-        int, typer.Option("--max-batch", help="Backbone max_batch_size with dynamic batching; 0 disables batching.")
+        int, typer.Option("--max-batch", min=0, help="Backbone max_batch_size with dynamic batching; 0 disables batching.")
     ] = 4,
-    instances: Annotated[int, typer.Option("--instances", help="Instances per model (instance_group count).")] = 1,
+    instances: Annotated[int, typer.Option("--instances", min=1, help="Instances per model (instance_group count).")] = 1,
     kind: Annotated[
         InstanceKind, typer.Option("--kind", help="Where backbone and head instances run (KIND_CPU / KIND_GPU).")
     ] = InstanceKind.gpu,
     name: Annotated[str, typer.Option("--name", help="Pipeline model name; parts get _backbone / _head.")] = "acar",
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing repository.")] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="text or json.")] = OutputFormat.text,
+    force: Force = False,
+    output_format: Format = OutputFormat.text,
 ) -> None:
-    from rich.console import Console
-
     from acar_deploy.serve.triton import TritonSettings, build_model_repository
 
     settings = TritonSettings(name=name, max_batch=max_batch, instances=instances, kind=kind)
-    with Console(stderr=True).status(f"writing {out}"):
+    with progress_bar(output_format is OutputFormat.text) as bar:
+        bar.add_task(f"writing {out}", total=None)
         repo = build_model_repository(export, out, engines=tuple(engines or ()), settings=settings, force=force)
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(repo.to_dict(), indent=2))
+        typer.echo(dumps(repo.to_dict()))
         return
     typer.echo(f"{repo.path}/")
     width = max(len(m.name) for m in repo.models) + 1
@@ -91,8 +90,8 @@ def triton_client_command(
     time: Annotated[float | None, typer.Option("--time", help="Keyframe second in --video.")] = None,
     model: Annotated[str, typer.Option("--model", help="The pipeline model's name.")] = "acar",
     top: Annotated[int, typer.Option("--top", min=1, help="Actions to print per box.")] = 3,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server.")] = 60.0,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="text or json.")] = OutputFormat.text,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Seconds to wait for the server.")] = 60.0,
+    output_format: Format = OutputFormat.text,
 ) -> None:
     from acar_deploy.serve.triton_client import load_clip_file, parse_boxes, request_actions
 
@@ -104,7 +103,7 @@ def triton_client_command(
         timeout_s=timeout,
     )
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        typer.echo(dumps([r.to_dict() for r in results]))
         return
     if not results:
         typer.echo("no boxes: nothing to score")

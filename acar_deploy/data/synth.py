@@ -26,6 +26,7 @@ import numpy as np
 
 from acar_deploy.artifacts import atomic_dir, write_json
 from acar_deploy.errors import InputError
+from acar_deploy.progress import progress_bar
 
 FPS = 30
 STAND, SIT, LIE, WALK = 12, 11, 8, 14
@@ -60,6 +61,7 @@ class SynthSettings:
     val_fraction: float = 0.25
     frame_folders: bool = False  # also write <video>/<video>_%06d.jpg folders
     force: bool = False
+    progress: bool = True  # a progress bar on a terminal
 
 
 @dataclass(frozen=True)
@@ -295,9 +297,9 @@ def synthesize(settings: SynthSettings) -> SynthResult:
     if settings.videos < 2:
         raise InputError(f"--videos {settings.videos}: need at least 2 videos (one for train, one for val)")
     if settings.seconds < 3:
-        raise InputError(f"--seconds {settings.seconds}: need at least 3 seconds (keyframes at 1..seconds-1)")
+        raise InputError(f"--video-seconds {settings.seconds}: need at least 3 seconds (keyframes at 1..seconds-1)")
     if settings.width < 32 or settings.height < 32:
-        raise InputError(f"--size {settings.width}x{settings.height}: frames must be at least 32x32")
+        raise InputError(f"--size {settings.height}x{settings.width}: frames must be at least 32x32 (HEIGHTxWIDTH)")
     width, height = settings.width - settings.width % 2, settings.height - settings.height % 2
     rng = np.random.default_rng(settings.seed)
     video_ids = [f"synth{i:03d}" for i in range(settings.videos)]
@@ -306,9 +308,7 @@ def synthesize(settings: SynthSettings) -> SynthResult:
     gt: dict[str, list[tuple]] = {"train": [], "val": []}
     proposals: dict[str, list[tuple]] = {"train": [], "val": []}
     exclusions: list[tuple[str, int]] = []
-    from rich.progress import Progress
-
-    with atomic_dir(settings.out_dir, force=settings.force) as tmp, Progress(transient=True) as progress:
+    with atomic_dir(settings.out_dir, force=settings.force) as tmp, progress_bar(settings.progress) as progress:
         (tmp / "videos").mkdir()
         task = progress.add_task("synthesizing videos", total=len(video_ids))
         for vid in video_ids:
@@ -386,7 +386,7 @@ def synthesize(settings: SynthSettings) -> SynthResult:
                 "format": "acar-deploy-dataset",
                 "format_version": 1,
                 "generator": {"name": "acar-deploy synth", **{k: v for k, v in asdict(settings).items()
-                                                           if k not in ("out_dir", "force")}},
+                                                           if k not in ("out_dir", "force", "progress")}},
                 "media_dir": "frames" if settings.frame_folders else "videos",
                 "videos_dir": "videos",
                 "frames_dir": "frames" if settings.frame_folders else None,
@@ -405,15 +405,6 @@ def synthesize(settings: SynthSettings) -> SynthResult:
         train_boxes=len({r[:6] for r in gt["train"]}),
         val_boxes=len({r[:6] for r in gt["val"]}),
     )
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'WxH' -> (W, H)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 128x96") from None
-    return w, h
 
 
 __all__ = ["SynthSettings", "SynthResult", "synthesize", "SYNTH_CLASSES", "actor_labels", "render_frame"]

@@ -7,11 +7,9 @@ engines hold one serialized plan per part (`<part>.plan`), built through the eng
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from acar_deploy.formats import (
     Precision,
     Runtime,
 )
+from acar_deploy.progress import progress_bar
 
 LARGE_GRAPH_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with margin: larger graphs use external data
 
@@ -47,7 +46,8 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
     started = time.perf_counter()
     part_records: dict[str, dict[str, Any]] = {}
     cache_hits: dict[str, bool] = {}
-    with atomic_dir(out, force=settings.force) as tmp, _progress(progress, len(export.parts)) as advance:
+    with atomic_dir(out, force=settings.force) as tmp, progress_bar(progress) as bar:
+        task = bar.add_task("build", total=len(export.parts))
         context_feeds = None
         for name, part in export.parts.items():
             import onnx
@@ -77,7 +77,7 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
                 record["engine_cache_hit"] = hit
             record["sha256"] = sha256_file(target)
             part_records[name] = record
-            advance(name)
+            bar.update(task, advance=1, description=f"build: {name} done")
         shutil.copy2(export.path, tmp / MANIFEST_FILE)
         engine_json = _engine_json(settings, export, part_records, calibration, trt_context,
                                    time.perf_counter() - started)
@@ -215,18 +215,5 @@ def _policy_summary(settings: BuildSettings) -> dict[str, Any]:
     if settings.precision == Precision.FP16:
         return {"kind": "fp16 with fp32 islands, fp32 inputs/outputs", **settings.to_json()["fp16"]}
     return {"kind": "int8 QDQ, per-channel weights", **settings.to_json()["int8"]}
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Any]:
-    if not enabled:
-        yield lambda _name: None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("[bold]build[/] {task.description}"), BarColumn(), TimeElapsedColumn(),
-                  transient=True) as bar:
-        task = bar.add_task("parts", total=total)
-        yield lambda name: bar.update(task, advance=1, description=f"{name} done")
 
 

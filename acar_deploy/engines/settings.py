@@ -9,6 +9,7 @@ from typing import Any
 
 from acar_deploy.errors import InputError
 from acar_deploy.formats.enums import Precision, Runtime
+from acar_deploy.jsonout import to_jsonable
 
 # --- ONNX Runtime FP16 -------------------------------------------------------------------------
 # Op types kept in fp32 in the fp16 graph. Softmax and the normalisations overflow or lose the
@@ -83,7 +84,7 @@ class ShapeRange:
             raise InputError(f"shape range {self.min}:{self.opt}:{self.max} needs 1 <= min <= opt <= max")
 
     @classmethod
-    def parse(cls, text: str, what: str = "--rois") -> ShapeRange:
+    def parse(cls, text: str, what: str = "--roi-profile") -> ShapeRange:
         parts = str(text).split(":")
         try:
             values = [int(p) for p in parts]
@@ -172,19 +173,7 @@ class BuildSettings:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (enums as values, paths as strings) for engine.json and cache keys."""
-        return _jsonable(asdict(self))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+        return to_jsonable(asdict(self))
 
 
 @dataclass(frozen=True)

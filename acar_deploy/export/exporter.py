@@ -14,7 +14,6 @@ import contextlib
 import io
 import logging
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,8 +44,9 @@ from acar_deploy.export.validate import (
     validation_cases,
 )
 from acar_deploy.formats import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, MANIFEST_FILE, ExportManifest
+from acar_deploy.progress import progress_bar
 
-MIN_OPSET = 17
+MIN_OPSET = 18  # torch's exporter cannot convert this model to 17
 DEFAULT_OPSET = 18
 EXAMPLE_BATCH = 2  # export-time example sizes: never 0 or 1 (torch.export specialises those)
 EXAMPLE_ROIS = 3
@@ -104,14 +104,6 @@ class ExportResult:
     @property
     def files(self) -> dict[str, Path]:
         return {part: self.path / entry["file"] for part, entry in self.manifest["parts"].items()}
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x341' -> (256, 341)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
-    if not match:
-        raise InputError(f"--size {text!r}: expected HxW, e.g. 256x341")
-    return int(match.group(1)), int(match.group(2))
 
 
 def default_input_size(config) -> tuple[int, int]:
@@ -273,41 +265,6 @@ def _versions() -> dict[str, str]:
     }
 
 
-class _Steps:
-    """A rich progress bar over export steps (stderr), or silence."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-        self._progress = None
-        self._task = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                console=Console(stderr=True), transient=True,
-            )
-            self._progress.__enter__()
-            self._task = self._progress.add_task("export", total=self.total)
-        return self
-
-    def describe(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, description=text)
-
-    def advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-        return False
-
-
 def export_model(
     out: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
@@ -347,15 +304,16 @@ def export_model(
     export_net, swapped = with_plugin_nodes(export_source, roi_plugin, hr2o_plugin)
     n_cases = sum(len(validation_cases(s, settings.validation)) for s in specs) if settings.validate else 0
 
-    with atomic_dir(out, force=force) as tmp, _Steps(progress, len(specs) + n_cases) as steps:
+    with atomic_dir(out, force=force) as tmp, progress_bar(progress) as bar:
+        task = bar.add_task("export", total=len(specs) + n_cases)
         parts: dict[str, Any] = {}
         rows = []
         checks: list[str] = []
         for spec in specs:
-            steps.describe(f"exporting {spec.part}")
+            bar.update(task, description=f"exporting {spec.part}")
             graph_path = tmp / spec.file
             export_part(export_net, spec, settings.opset, graph_path)
-            steps.advance()
+            bar.advance(task)
             written = load_graph(graph_path)
             checks += check_graph(written, out / spec.file, spec)
             parts[spec.part] = {
@@ -366,9 +324,9 @@ def export_model(
             }
         if settings.validate:
             for spec in specs:
-                steps.describe(f"validating {spec.part}")
+                bar.update(task, description=f"validating {spec.part}")
                 rows += compare_part(tmp / spec.file, spec, spec.module(model).eval(), settings.validation,
-                                     on_case=steps.advance)
+                                     on_case=lambda: bar.advance(task))
         report = ValidationReport(str(out), tuple(rows), tuple(checks)) if settings.validate else None
         if report is not None and not report.ok:
             raise ValidationError(report)

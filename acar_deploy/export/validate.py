@@ -20,6 +20,7 @@ from acar_deploy.artifacts import sha256_file
 from acar_deploy.errors import GateFailedError, InputError
 from acar_deploy.export.specs import PartSpec, make_spec
 from acar_deploy.formats import ExportManifest
+from acar_deploy.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -251,39 +252,15 @@ def validate_export(
         graphs[part] = (spec, graph_path)
     eager = _eager_model_for(manifest, folder, checkpoint)
     rows: list[ValidationRow] = []
-    with _progress_bar(progress, sum(len(validation_cases(s, settings)) for s, _ in graphs.values())) as step:
+    with progress_bar(progress) as bar:
+        task = bar.add_task("ORT vs eager", total=sum(len(validation_cases(s, settings)) for s, _ in graphs.values()))
         for spec, graph_path in graphs.values():
-            rows += compare_part(graph_path, spec, spec.module(eager).eval(), settings, on_case=step)
+            rows += compare_part(graph_path, spec, spec.module(eager).eval(), settings,
+                                 on_case=lambda: bar.advance(task))
     report = ValidationReport(str(folder), tuple(rows), tuple(checks))
     if raise_on_failure and not report.ok:
         raise ValidationError(report)
     return report
-
-
-class _NoProgress:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _progress_bar(enabled: bool, total: int):
-    """A rich progress bar over validation cases (stderr), or nothing."""
-    if not enabled:
-        return _NoProgress()
-    import contextlib
-
-    from rich.console import Console
-    from rich.progress import Progress
-
-    @contextlib.contextmanager
-    def bar():
-        with Progress(console=Console(stderr=True), transient=True) as prog:
-            task = prog.add_task("ORT vs eager", total=total)
-            yield lambda: prog.advance(task)
-
-    return bar()
 
 
 def render_table(report: ValidationReport):

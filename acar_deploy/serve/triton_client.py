@@ -161,7 +161,7 @@ def client_module(protocol: TritonProtocol):
 def _server_error(url: str, exc: Exception) -> InputError:
     message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
     first = (message or type(exc).__name__).strip().splitlines()[0]
-    return InputError(f"Triton at {url}: {first} (is the server up with this model? see docs/triton.md)")
+    return InputError(f"Triton at {url}: {first} (is the server up with this model? see docs/serving.md)")
 
 
 def build_inputs(module: Any, clips: np.ndarray, rois: np.ndarray) -> list[Any]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from acar_deploy.errors import InputError, OutputExistsError
+from acar_deploy.progress import progress_bar
 from acar_deploy.train.config import TrainConfig, load_train_config, with_overrides
 
 CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
@@ -364,7 +365,7 @@ def train(
 
     checkpoints = [p for _, p in existing]
     run_dir = Path(settings.out)
-    progress = _progress(settings.progress and dist_info.is_main)
+    progress = progress_bar(settings.progress and dist_info.is_main, "loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.4g}")
     with progress:
         for epoch in range(start_epoch + 1, train_config.n_epochs + 1):
             loader.sampler.set_epoch(epoch)
@@ -440,33 +441,3 @@ def _validate(model: Any, data: Any, model_config: Any, spec: Any, device: Any, 
 
     result = evaluate_split(model, data, spec, device, run_dir / f"val_predictions_{epoch}.csv", workers=workers)
     return result.mAP
-
-
-class _NoProgress:
-    def __enter__(self) -> _NoProgress:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    class console:  # noqa: N801 - mirrors rich.progress.Progress.console
-        @staticmethod
-        def print(*args: Any, **kwargs: Any) -> None:
-            return None
-
-
-def _progress(enabled: bool) -> Any:
-    if not enabled:
-        return _NoProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.4g}"), TimeRemainingColumn(),
-    )

@@ -9,7 +9,6 @@ report says which.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from acar_deploy.errors import GateFailedError, InputError
+from acar_deploy.jsonout import to_jsonable
+from acar_deploy.progress import progress_bar
 from acar_deploy.verify.compare import OutputDiff, compare_output, top_action_changed
 from acar_deploy.verify.thresholds import ParityThresholds, engine_kind, resolve_thresholds
 
@@ -260,9 +261,10 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
     )
     from acar_deploy.detect import predict_split
 
-    with eager, engine, _bar(progress, 2 * len(dataset)) as advance:
-        ref_boxes = predict_split(eager, dataset, progress=advance)
-        out_boxes = predict_split(engine, dataset, progress=advance)
+    with eager, engine, progress_bar(progress) as bar:
+        task = bar.add_task("parity (eager, then engine)", total=2 * len(dataset))
+        ref_boxes = predict_split(eager, dataset, progress=lambda: bar.advance(task))
+        out_boxes = predict_split(engine, dataset, progress=lambda: bar.advance(task))
     ref, out = _RunOutputs.of(ref_boxes), _RunOutputs.of(out_boxes)
     pred_eager = _prediction_rows(ref_boxes, model_classes)
     pred_engine = _prediction_rows(out_boxes, model_classes)
@@ -291,7 +293,7 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
         thresholds=thresholds,
         threshold_sources=tuple(sources),
         failures=tuple(gate_failures(thresholds, diffs, map_eager, map_engine, top1)),
-        metadata={"engine": _jsonable(engine.metadata), "eager": _jsonable(eager.metadata),
+        metadata={"engine": to_jsonable(engine.metadata), "eager": to_jsonable(eager.metadata),
                   "checkpoint": None if settings.checkpoint is None else str(settings.checkpoint),
                   "config": config.name},
     )
@@ -344,32 +346,6 @@ def _frame_map(ds: SplitFiles, predictions: list[tuple]) -> tuple[float, dict[in
     result = frame_map(gt, _as_predictions(predictions, stamps), labelmap=labelmap, exclusions=exclusions)
     per_class = {int(k): float(v) for k, v in result.per_class.items() if v is not None}  # None: no ground truth
     return float(result.mAP), per_class, labelmap.as_dict()
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-class _bar:
-    """A rich progress bar over keyframes, or a no-op."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self._progress = enabled, total, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self._progress = Progress(console=Console(stderr=True), transient=True)
-        self._progress.__enter__()
-        task = self._progress.add_task("parity (eager + engine)", total=self.total)
-        return lambda: self._progress.advance(task)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
 
 
 # --- report -------------------------------------------------------------------------------------

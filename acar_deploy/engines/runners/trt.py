@@ -255,7 +255,7 @@ class TrtRunner(Runner):
             inputs[name] = tensor
             if not ctx.set_input_shape(name, tuple(tensor.shape)):
                 raise InputError(f"{self.path}: {name} shape {list(tensor.shape)} is outside the engine's profile; "
-                                 "rebuild with a wider --rois / clip range")
+                                 "rebuild with a wider --roi-profile / --batch-profile")
             ctx.set_tensor_address(name, tensor.data_ptr())
         outputs = {}
         for name in engine.outputs:
