@@ -1,4 +1,4 @@
-"""TensorRT side of the plugin nodes (TensorRT 10.6+ and 11; GPU machines only).
+"""TensorRT side of the plugin nodes (TensorRT 10.9+ and 11; GPU machines only).
 
 - `ACAR_RoIAlign` runs as TensorRT's built-in `ROIAlign_TRT` v2 (`prepare_for_tensorrt` rewrites the
   node; `trt.init_libnvinfer_plugins` must run before parsing).
@@ -10,7 +10,9 @@ TensorRT's ONNX parser tries a model-local function before the plugin fallback, 
 `prepare_for_tensorrt(model)` (local functions stripped), e.g. with `parse_onnx_for_tensorrt`.
 
 No `from __future__ import annotations` here: `tensorrt.plugin` reads the decorated functions'
-annotations (TensorDesc inputs, typed attributes) at registration time.
+annotations (TensorDesc inputs, typed attributes, the AOT return tuple) at registration time.
+`tensorrt.plugin.aot_impl` exists from TensorRT 10.9; older versions get a one-line InputError.
+tests/tensorrt_api runs these definitions through NVIDIA's own validators for 10.x and 11.x.
 """
 
 import os
@@ -22,6 +24,7 @@ from acar_deploy.errors import InputError, MissingExtraError
 from acar_deploy.export.plugin_nodes import HR2O_OP, PLUGIN_NAMESPACE, prepare_for_tensorrt
 
 HR2O_PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{HR2O_OP}"
+MIN_AOT_PLUGIN_VERSION = (10, 9)  # first TensorRT with tensorrt.plugin.aot_impl
 _REGISTERED = False
 
 
@@ -32,6 +35,16 @@ def import_tensorrt():
     except ImportError:
         raise MissingExtraError("tensorrt", "gpu", "Building TensorRT engines with ACAR plugins") from None
     return tensorrt
+
+
+def tensorrt_version(trt) -> tuple[int, int]:
+    """(major, minor) of an imported `tensorrt` module."""
+    major, minor = str(trt.__version__).split(".")[:2]
+    return int(major), int(minor)
+
+
+def supports_aot_plugins(trt) -> bool:
+    return tensorrt_version(trt) >= MIN_AOT_PLUGIN_VERSION
 
 
 def _trt_dtype_name(trt, dtype) -> str:
@@ -97,10 +110,13 @@ def register_hr2o_plugin() -> None:
     if _REGISTERED:
         return
     trt = import_tensorrt()
-    try:
-        import tensorrt.plugin as trtp
-    except ImportError:
-        raise MissingExtraError("tensorrt", "gpu", "The ACAR_HR2O plugin (TensorRT >= 10.6, tensorrt.plugin)") from None
+    if not supports_aot_plugins(trt):
+        need = ".".join(map(str, MIN_AOT_PLUGIN_VERSION))
+        raise InputError(
+            f"TensorRT {trt.__version__} has no tensorrt.plugin.aot_impl; the ACAR_HR2O plugin needs TensorRT >= "
+            f"{need}: pip install 'tensorrt>={need}', or export with --hr2o standard"
+        )
+    import tensorrt.plugin as trtp
 
     @trtp.register(HR2O_PLUGIN_ID)
     def hr2o_desc(
@@ -113,7 +129,9 @@ def register_hr2o_plugin() -> None:
         return [trtp.AutoTuneCombination("FP32|FP16, FP32|FP16, FP32|FP16, INT32, FP32|FP16", "LINEAR")]
 
     @trtp.aot_impl(HR2O_PLUGIN_ID)
-    def hr2o_aot(q, k, v, batch_indices, scale: float, outputs, tactic):
+    def hr2o_aot(
+        q, k, v, batch_indices, scale, outputs, tactic
+    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
         shape = q.shape_expr
         channels = _constant(shape[1], "the HR2O channel count")
         kernel = compile_hr2o_kernel(_trt_dtype_name(trt, q.dtype), channels, scale)

@@ -345,6 +345,10 @@ def group_plugin(payload: dict[str, Any]) -> dict[str, Any]:
         "tensors": list(definition.input_tensor_names) if definition else None,
         "attrs": {k: str(v) for k, v in definition.input_attrs.items()} if definition else None,
     }
+    try:
+        steps["autotune"] = _autotune(definition, trtp)
+    except BaseException as exc:  # noqa: BLE001
+        steps["autotune"] = {"ok": False, "error": _error(exc)}
     name = plugin_id.split("::")[1]
     scale = float(payload.get("scale", 0.125))
     fields, request, node_plugin = _onnx_plugin_fields(scale)
@@ -370,10 +374,6 @@ def group_plugin(payload: dict[str, Any]) -> dict[str, Any]:
         except BaseException as exc:  # noqa: BLE001
             results[dtype_name] = {"ok": False, "error": _error(exc)}
     steps["aot"] = results
-    try:
-        steps["autotune"] = _autotune(definition, trtp)
-    except BaseException as exc:  # noqa: BLE001
-        steps["autotune"] = {"ok": False, "error": _error(exc)}
     return out
 
 
