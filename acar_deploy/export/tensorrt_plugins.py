@@ -20,6 +20,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from acar_deploy.errors import InputError, MissingExtraError
 from acar_deploy.export.plugin_nodes import HR2O_OP, PLUGIN_NAMESPACE, prepare_for_tensorrt
 
@@ -60,6 +63,14 @@ def _constant(expr, what: str) -> int:
     if getattr(expr, "is_constant", False):
         return int(expr.constant_value)
     raise ValueError(f"{HR2O_PLUGIN_ID}: {what} must be static in the network, got a dynamic dimension")
+
+
+def scalar_attribute(value, name: str) -> float:
+    """The one value of a float attribute that TensorRT hands over as a one-element array."""
+    flat = np.asarray(value, dtype=np.float64).reshape(-1)
+    if flat.size != 1:
+        raise ValueError(f"{HR2O_PLUGIN_ID}: attribute {name} must hold one value, got {flat.size}")
+    return float(flat[0])
 
 
 KERNEL_ARGUMENTS = 7  # q, k, v, clip labels, num_actors, num_positions, u
@@ -118,9 +129,16 @@ def register_hr2o_plugin() -> None:
         )
     import tensorrt.plugin as trtp
 
+    # `scale` is typed as a float32 array: the ONNX parser passes a FLOAT attribute as a one-element
+    # array, and TensorRT 10.x's creator converts a `float` attribute with float(array), which numpy 2
+    # rejects (11.x takes element 0). An array attribute is passed through on both.
     @trtp.register(HR2O_PLUGIN_ID)
     def hr2o_desc(
-        q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc, batch_indices: trtp.TensorDesc, scale: float
+        q: trtp.TensorDesc,
+        k: trtp.TensorDesc,
+        v: trtp.TensorDesc,
+        batch_indices: trtp.TensorDesc,
+        scale: npt.NDArray[np.float32],
     ) -> trtp.TensorDesc:
         return q.like()
 
@@ -134,7 +152,7 @@ def register_hr2o_plugin() -> None:
     ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
         shape = q.shape_expr
         channels = _constant(shape[1], "the HR2O channel count")
-        kernel = compile_hr2o_kernel(_trt_dtype_name(trt, q.dtype), channels, scale)
+        kernel = compile_hr2o_kernel(_trt_dtype_name(trt, q.dtype), channels, scalar_attribute(scale, "scale"))
         positions = shape[2] * shape[3]
         launch = trtp.KernelLaunchParams()
         launch.grid_x = positions
