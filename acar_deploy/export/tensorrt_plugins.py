@@ -59,9 +59,12 @@ def _trt_dtype_name(trt, dtype) -> str:
 
 
 def _constant(expr, what: str) -> int:
-    """Value of a shape expression that must be known at build time (e.g. the channel count)."""
-    if getattr(expr, "is_constant", False):
-        return int(expr.constant_value)
+    """Value of a shape expression that must be known at build time (e.g. the channel count).
+
+    `ShapeExpr.is_constant` is a property and `ShapeExpr.constant_value()` a method (10.x and 11.x).
+    """
+    if expr.is_constant:
+        return int(expr.constant_value())
     raise ValueError(f"{HR2O_PLUGIN_ID}: {what} must be static in the network, got a dynamic dimension")
 
 

@@ -382,6 +382,7 @@ def _aot_launch(plugin: Any, plugins: Any, trtp: Any, dtype: Any, channels: int,
     from tensorrt.plugin import _tensor
 
     builder = FakeExprBuilder()
+    trt.IDimensionExpr = FakeDim  # tensorrt.plugin wraps builder results only if isinstance(_, IDimensionExpr)
     input_types = [dtype, dtype, dtype, trt.int32]
     output_types = plugin.get_output_data_types(input_types, [4, 4, 4, 1])
     # get_output_shapes: one ShapeExpr per input dimension; R (actors) is a runtime dimension.
@@ -435,7 +436,7 @@ def _aot_launch(plugin: Any, plugins: Any, trtp: Any, dtype: Any, channels: int,
     finally:
         _tensor.SymExprImpl = original
     env = {"R": 7}
-    kernel_name, ptx = plugin.get_kernel(in_out[:4], in_out[4:])
+    kernel_name, ptx = plugin.get_kernel([d.desc for d in in_out[:4]], [d.desc for d in in_out[4:]])
     return {
         "ok": True,
         "output_types": [str(t) for t in output_types],
