@@ -286,14 +286,9 @@ class FakeCompiledKernel:
         self.compiled_with = (dtype_name, channels, scale)
 
 
-def _onnx_plugin_fields(scale: float) -> tuple[list[Any], Any, dict[str, Any]]:
-    """The PluginFields the ONNX parser hands the creator for the prepared ACAR_HR2O node.
-
-    The parser consumes plugin_version, plugin_namespace and aot; every other attribute becomes a
-    field: FLOAT -> one-element float32 array (kFLOAT32), INT -> int32 array, STRING -> CHAR bytes.
-    """
-    import numpy as np
-    from onnx import AttributeProto, helper
+def _prepared_hr2o_model(scale: float) -> Any:
+    """A one-node ACAR_HR2O graph as the build parses it (prepare_for_tensorrt applied)."""
+    from onnx import helper
 
     from acar_deploy.export.plugin_nodes import (
         CUSTOM_DOMAIN,
@@ -306,7 +301,23 @@ def _onnx_plugin_fields(scale: float) -> tuple[list[Any], Any, dict[str, Any]]:
                             **plugin_attributes())
     graph = helper.make_graph([node], "g", [], [])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(CUSTOM_DOMAIN, 1)])
-    prepared = next(n for n in prepare_for_tensorrt(model).graph.node if n.op_type == HR2O_OP)
+    return prepare_for_tensorrt(model)
+
+
+def _onnx_plugin_fields(scale: float) -> tuple[list[Any], Any, dict[str, Any]]:
+    """The PluginFields the ONNX parser hands the creator for the prepared ACAR_HR2O node.
+
+    The parser consumes plugin_version, plugin_namespace and aot; every other attribute becomes a
+    field: FLOAT -> one-element float32 array (kFLOAT32), INT -> int32 array, STRING -> CHAR bytes.
+    """
+    import numpy as np
+    from onnx import AttributeProto
+
+    from acar_deploy.export.plugin_nodes import (
+        HR2O_OP,
+    )
+
+    prepared = next(n for n in _prepared_hr2o_model(scale).graph.node if n.op_type == HR2O_OP)
     values = {a.name: a for a in prepared.attribute}
     fields = []
     for name, attr in values.items():
@@ -468,12 +479,6 @@ def group_build_path(payload: dict[str, Any]) -> dict[str, Any]:
     registry = install_registry()
     events: list[Any] = []
 
-    class Logger:
-        WARNING = trt.Logger.WARNING
-
-        def __init__(self, *args: Any) -> None:
-            pass
-
     class Parser:
         num_errors = 1
 
@@ -496,7 +501,6 @@ def group_build_path(payload: dict[str, Any]) -> dict[str, Any]:
         def create_network(self, flags: int = 0) -> object:
             return object()
 
-    trt.Logger = Logger
     trt.OnnxParser = Parser
     trt.Builder = Builder
     trt.init_libnvinfer_plugins = lambda logger, namespace: events.append(("init_libnvinfer_plugins", namespace)) or True
@@ -506,7 +510,7 @@ def group_build_path(payload: dict[str, Any]) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         graph = Path(tmp) / "head.onnx"
-        graph.write_bytes(b"")
+        graph.write_bytes(_prepared_hr2o_model(0.125).SerializeToString())
         request = engines_trt.TrtBuildRequest(onnx_path=graph, precision=Precision.FP16, profiles={},
                                               workspace_bytes=1 << 20, fp32_layers=(), timing_cache=None)
         try:

@@ -28,6 +28,9 @@ VERSIONS = (
     ("tensorrt-cu13-bindings", "11.4.0.106"),
 )
 
+# Has tensorrt.plugin but no aot_impl: the HR2O plugin must be refused with the version named.
+VERSION_WITHOUT_AOT = ("tensorrt-cu12-bindings", "10.8.0.43")
+
 # Every C symbol the bindings import from the three TensorRT libraries (nm -D --undefined-only tensorrt.so).
 _LIBRARY_SYMBOLS = {
     "libnvinfer": ("createInferBuilder_INTERNAL", "createInferRefitter_INTERNAL", "createInferRuntime_INTERNAL",

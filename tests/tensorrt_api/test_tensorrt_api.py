@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from api_uses import ROOT_TYPES, collect_uses  # noqa: E402
-from bindings_cache import VERSIONS, BindingsUnavailable, prepare  # noqa: E402
+from bindings_cache import VERSION_WITHOUT_AOT, VERSIONS, BindingsUnavailable, prepare  # noqa: E402
 
 pytestmark = pytest.mark.trt_api
 
@@ -30,7 +30,7 @@ CHANNELS, HEIGHT, WIDTH, ACTORS = 24, 4, 5, 7  # the probe's shapes; ACTORS is t
 
 @cache
 def _bindings(version: str):
-    distribution = dict((v, d) for d, v in VERSIONS)[version]
+    distribution = dict((v, d) for d, v in (*VERSIONS, VERSION_WITHOUT_AOT))[version]
     try:
         return prepare(distribution, version)
     except BindingsUnavailable as exc:
@@ -136,6 +136,15 @@ def test_build_path_registers_plugins_before_parsing(version):
     assert "init_libnvinfer_plugins" in events[: events.index("parse")]
     assert "acar::ACAR_HR2O" in parse[1], f"plugin creators at parse time: {parse[1]}"
     assert result["error"]["type"] == "InputError"  # the probe's parser reports failure after recording
+
+
+def test_tensorrt_without_aot_plugins_refuses_a_plugin_graph_in_one_line():
+    """Finding 3: TensorRT < 10.9 has no tensorrt.plugin.aot_impl; building an HR2O graph names the version."""
+    version = VERSION_WITHOUT_AOT[1]
+    result = probe(version, "build_path")
+    assert result["error"]["type"] == "InputError"
+    assert f"TensorRT {version}" in result["error"]["message"] and ">= 10.9" in result["error"]["message"]
+    assert "parse" not in [e[0] for e in result["events"]]
 
 
 # --- every TensorRT attribute / enum / method / keyword the code uses -------------------------
