@@ -90,9 +90,10 @@ def ptx_entry_parameter_count(ptx: str) -> int:
 def compile_hr2o_kernel(dtype_name: str, channels: int, scale: float):
     """Compile the Triton kernel for one dtype/channel count; returns the compiled kernel (PTX inside).
 
-    TensorRT launches an AOT kernel with exactly inputs, extra scalars and outputs. Triton >= 3.3
-    appends scratch-buffer pointers to every kernel, which TensorRT would not pass: refuse such PTX
-    with a one-line fix (TensorRT's own samples pin triton 3.2).
+    TensorRT launches an AOT kernel with exactly inputs, extra scalars and outputs (7 here). Triton
+    >= 3.3 appends scratch-buffer pointers to every kernel's PTX entry; whether a given TensorRT passes
+    them is not verified here (no GPU; TensorRT >= 10.16 samples use triton 3.5), so PTX whose entry
+    does not take exactly those 7 parameters is refused in one line naming both versions.
     """
     import triton
 
@@ -111,9 +112,12 @@ def compile_hr2o_kernel(dtype_name: str, channels: int, scale: float):
     kernel = triton.compile(source)
     count = ptx_entry_parameter_count(kernel.asm["ptx"])
     if count != KERNEL_ARGUMENTS:
-        raise RuntimeError(
-            f"{HR2O_PLUGIN_ID}: triton {triton.__version__} emits {count} kernel parameters, TensorRT passes "
-            f"{KERNEL_ARGUMENTS}: pip install 'triton==3.2.0'"
+        import tensorrt
+
+        raise InputError(
+            f"{HR2O_PLUGIN_ID}: triton {triton.__version__} emits {count} kernel parameters, TensorRT "
+            f"{tensorrt.__version__} passes {KERNEL_ARGUMENTS} (inputs, 2 scalars, output): use a triton whose PTX "
+            "entry has only the kernel's own parameters (Triton < 3.3 does), or export with --hr2o onnx"
         )
     return kernel
 
@@ -128,7 +132,7 @@ def register_hr2o_plugin() -> None:
         need = ".".join(map(str, MIN_AOT_PLUGIN_VERSION))
         raise InputError(
             f"TensorRT {trt.__version__} has no tensorrt.plugin.aot_impl; the ACAR_HR2O plugin needs TensorRT >= "
-            f"{need}: pip install 'tensorrt>={need}', or export with --hr2o standard"
+            f"{need}: pip install 'tensorrt>={need}', or export with --hr2o onnx"
         )
     import tensorrt.plugin as trtp
 
