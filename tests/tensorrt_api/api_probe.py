@@ -212,11 +212,13 @@ def group_surface(payload: dict[str, Any]) -> dict[str, Any]:
     import tensorrt.plugin as trtp
 
     from acar_deploy.engines import trt as engines_trt
+    from acar_deploy.export import tensorrt_plugins
 
     ROOTS.update(payload["roots"])
-    scope = {"trt": trt, "trtp": trtp, "hasattr": hasattr,
-             **{n: getattr(engines_trt, n) for n in ("has_precision_flags", "tensorrt_major", "tensorrt_version",
-                                                     "supports_aot_plugins") if hasattr(engines_trt, n)}}
+    scope: dict[str, Any] = {"trt": trt, "trtp": trtp, "hasattr": hasattr}
+    for module in (tensorrt_plugins, engines_trt):  # the project's version gates, as the code calls them
+        scope.update({n: getattr(module, n) for n in ("has_precision_flags", "tensorrt_major", "tensorrt_version",
+                                                      "supports_aot_plugins") if hasattr(module, n)})
     return {"uses": [dict(use=u, result=check_use(u, scope)) for u in payload["uses"]]}
 
 
