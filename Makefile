@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Pinned CPU torch: an unpinned torch pulls several GB of CUDA wheels.
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv lint imports bench clean
+.PHONY: demo test test-trt-api venv lint imports bench bench-gpu clean
 
 $(BIN)/acar-deploy: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The TensorRT API conformance suite alone (also part of `make test`); downloads the bindings once.
+test-trt-api: venv
+	$(BIN)/python -m pytest -q -m trt_api tests/tensorrt_api
+
 lint: venv imports
 	$(BIN)/ruff check acar_deploy tests benchmarks
 
@@ -31,6 +35,10 @@ imports: venv
 
 bench: venv
 	$(BIN)/python benchmarks/run_r50.py
+
+# One NVIDIA GPU, < 10 min: pytest -m gpu, eager GPU baseline, TensorRT builds/bench where tensorrt imports.
+bench-gpu: venv
+	PY=$(BIN)/python benchmarks/gpu.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

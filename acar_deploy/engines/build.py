@@ -41,6 +41,10 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
     export.verify_graphs()
     out = settings.resolved_out_dir
     check_can_write(out, settings.force)
+    if settings.runtime == Runtime.TRT and settings.precision == Precision.INT8:
+        from acar_deploy.engines.builds.trt_builder import refuse_int8_plugin_exports
+
+        refuse_int8_plugin_exports(export)
     trt_context = _tensorrt_context(settings) if settings.runtime == Runtime.TRT else None
     calibration = _calibration_set(settings, export) if settings.precision == Precision.INT8 else None
     started = time.perf_counter()

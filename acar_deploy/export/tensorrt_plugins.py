@@ -1,4 +1,4 @@
-"""TensorRT side of the plugin nodes (TensorRT 10.6+ and 11; GPU machines only).
+"""TensorRT side of the plugin nodes (TensorRT 10.9+ and 11; GPU machines only).
 
 - `ACAR_RoIAlign` runs as TensorRT's built-in `ROIAlign_TRT` v2 (`prepare_for_tensorrt` rewrites the
   node; `trt.init_libnvinfer_plugins` must run before parsing).
@@ -10,7 +10,9 @@ TensorRT's ONNX parser tries a model-local function before the plugin fallback, 
 `prepare_for_tensorrt(model)` (local functions stripped), e.g. with `parse_onnx_for_tensorrt`.
 
 No `from __future__ import annotations` here: `tensorrt.plugin` reads the decorated functions'
-annotations (TensorDesc inputs, typed attributes) at registration time.
+annotations (TensorDesc inputs, typed attributes, the AOT return tuple) at registration time.
+`tensorrt.plugin.aot_impl` exists from TensorRT 10.9; older versions get a one-line InputError.
+tests/tensorrt_api runs these definitions through NVIDIA's own validators for 10.x and 11.x.
 """
 
 import os
@@ -18,10 +20,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from acar_deploy.errors import InputError, MissingExtraError
 from acar_deploy.export.plugin_nodes import HR2O_OP, PLUGIN_NAMESPACE, prepare_for_tensorrt
 
 HR2O_PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{HR2O_OP}"
+MIN_AOT_PLUGIN_VERSION = (10, 9)  # first TensorRT with tensorrt.plugin.aot_impl
 _REGISTERED = False
 
 
@@ -34,6 +40,16 @@ def import_tensorrt():
     return tensorrt
 
 
+def tensorrt_version(trt) -> tuple[int, int]:
+    """(major, minor) of an imported `tensorrt` module."""
+    major, minor = str(trt.__version__).split(".")[:2]
+    return int(major), int(minor)
+
+
+def supports_aot_plugins(trt) -> bool:
+    return tensorrt_version(trt) >= MIN_AOT_PLUGIN_VERSION
+
+
 def _trt_dtype_name(trt, dtype) -> str:
     if dtype == trt.float32:
         return "fp32"
@@ -43,10 +59,21 @@ def _trt_dtype_name(trt, dtype) -> str:
 
 
 def _constant(expr, what: str) -> int:
-    """Value of a shape expression that must be known at build time (e.g. the channel count)."""
-    if getattr(expr, "is_constant", False):
-        return int(expr.constant_value)
+    """Value of a shape expression that must be known at build time (e.g. the channel count).
+
+    `ShapeExpr.is_constant` is a property and `ShapeExpr.constant_value()` a method (10.x and 11.x).
+    """
+    if expr.is_constant:
+        return int(expr.constant_value())
     raise ValueError(f"{HR2O_PLUGIN_ID}: {what} must be static in the network, got a dynamic dimension")
+
+
+def scalar_attribute(value, name: str) -> float:
+    """The one value of a float attribute that TensorRT hands over as a one-element array."""
+    flat = np.asarray(value, dtype=np.float64).reshape(-1)
+    if flat.size != 1:
+        raise ValueError(f"{HR2O_PLUGIN_ID}: attribute {name} must hold one value, got {flat.size}")
+    return float(flat[0])
 
 
 KERNEL_ARGUMENTS = 7  # q, k, v, clip labels, num_actors, num_positions, u
@@ -63,9 +90,10 @@ def ptx_entry_parameter_count(ptx: str) -> int:
 def compile_hr2o_kernel(dtype_name: str, channels: int, scale: float):
     """Compile the Triton kernel for one dtype/channel count; returns the compiled kernel (PTX inside).
 
-    TensorRT launches an AOT kernel with exactly inputs, extra scalars and outputs. Triton >= 3.3
-    appends scratch-buffer pointers to every kernel, which TensorRT would not pass: refuse such PTX
-    with a one-line fix (TensorRT's own samples pin triton 3.2).
+    TensorRT launches an AOT kernel with exactly inputs, extra scalars and outputs (7 here). Triton
+    >= 3.3 appends scratch-buffer pointers to every kernel's PTX entry; whether a given TensorRT passes
+    them is not verified here (no GPU; TensorRT >= 10.16 samples use triton 3.5), so PTX whose entry
+    does not take exactly those 7 parameters is refused in one line naming both versions.
     """
     import triton
 
@@ -84,9 +112,12 @@ def compile_hr2o_kernel(dtype_name: str, channels: int, scale: float):
     kernel = triton.compile(source)
     count = ptx_entry_parameter_count(kernel.asm["ptx"])
     if count != KERNEL_ARGUMENTS:
-        raise RuntimeError(
-            f"{HR2O_PLUGIN_ID}: triton {triton.__version__} emits {count} kernel parameters, TensorRT passes "
-            f"{KERNEL_ARGUMENTS}: pip install 'triton==3.2.0'"
+        import tensorrt
+
+        raise InputError(
+            f"{HR2O_PLUGIN_ID}: triton {triton.__version__} emits {count} kernel parameters, TensorRT "
+            f"{tensorrt.__version__} passes {KERNEL_ARGUMENTS} (inputs, 2 scalars, output): use a triton whose PTX "
+            "entry has only the kernel's own parameters (Triton < 3.3 does), or export with --hr2o onnx"
         )
     return kernel
 
@@ -97,14 +128,24 @@ def register_hr2o_plugin() -> None:
     if _REGISTERED:
         return
     trt = import_tensorrt()
-    try:
-        import tensorrt.plugin as trtp
-    except ImportError:
-        raise MissingExtraError("tensorrt", "gpu", "The ACAR_HR2O plugin (TensorRT >= 10.6, tensorrt.plugin)") from None
+    if not supports_aot_plugins(trt):
+        need = ".".join(map(str, MIN_AOT_PLUGIN_VERSION))
+        raise InputError(
+            f"TensorRT {trt.__version__} has no tensorrt.plugin.aot_impl; the ACAR_HR2O plugin needs TensorRT >= "
+            f"{need}: pip install 'tensorrt>={need}', or export with --hr2o onnx"
+        )
+    import tensorrt.plugin as trtp
 
+    # `scale` is typed as a float32 array: the ONNX parser passes a FLOAT attribute as a one-element
+    # array, and TensorRT 10.x's creator converts a `float` attribute with float(array), which numpy 2
+    # rejects (11.x takes element 0). An array attribute is passed through on both.
     @trtp.register(HR2O_PLUGIN_ID)
     def hr2o_desc(
-        q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc, batch_indices: trtp.TensorDesc, scale: float
+        q: trtp.TensorDesc,
+        k: trtp.TensorDesc,
+        v: trtp.TensorDesc,
+        batch_indices: trtp.TensorDesc,
+        scale: npt.NDArray[np.float32],
     ) -> trtp.TensorDesc:
         return q.like()
 
@@ -113,10 +154,12 @@ def register_hr2o_plugin() -> None:
         return [trtp.AutoTuneCombination("FP32|FP16, FP32|FP16, FP32|FP16, INT32, FP32|FP16", "LINEAR")]
 
     @trtp.aot_impl(HR2O_PLUGIN_ID)
-    def hr2o_aot(q, k, v, batch_indices, scale: float, outputs, tactic):
+    def hr2o_aot(
+        q, k, v, batch_indices, scale, outputs, tactic
+    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
         shape = q.shape_expr
         channels = _constant(shape[1], "the HR2O channel count")
-        kernel = compile_hr2o_kernel(_trt_dtype_name(trt, q.dtype), channels, scale)
+        kernel = compile_hr2o_kernel(_trt_dtype_name(trt, q.dtype), channels, scalar_attribute(scale, "scale"))
         positions = shape[2] * shape[3]
         launch = trtp.KernelLaunchParams()
         launch.grid_x = positions

@@ -6,6 +6,10 @@ kept fp32 (`nodes_to_exclude`): the two stem convs (slow and fast conv1; the fas
 is far slower in int8 on CPU), the fp32 islands of the fp16 policy (attention logits, softmax,
 normalisation) and any name pattern. RoiAlign and other ops outside `op_types` are never quantized.
 ONNX Runtime on x86 runs u8 activations x s8 weights fastest; TensorRT needs symmetric s8 Q/DQ.
+
+Plugin exports: the inlining replaces ACAR_RoIAlign / ACAR_HR2O by their standard-op bodies, which is
+what ONNX Runtime runs anyway; a TensorRT engine would silently lose its plugins, so TensorRT INT8
+builds of plugin exports are refused before calibration (`builds.trt_builder.refuse_int8_plugin_exports`).
 """
 
 from __future__ import annotations

@@ -18,11 +18,35 @@ from acar_deploy.engines.runners.trt import (
     profile_shapes,
 )
 from acar_deploy.engines.settings import BuildSettings
-from acar_deploy.formats import GraphPartRecord
+from acar_deploy.errors import InputError
+from acar_deploy.formats import ExportManifest, GraphPartRecord
 
 
 def has_plugin_nodes(graph: Any) -> bool:
     return bool(fp32_islands.custom_domain_nodes(graph))
+
+
+def refuse_int8_plugin_exports(export: ExportManifest) -> None:
+    """TensorRT INT8 builds of plugin exports are refused, before any calibration work.
+
+    INT8 quantization (ONNX Runtime's quantize_static) needs every node's definition, so it inlines
+    the plugin nodes' local functions: the engine would silently run the standard-op bodies instead
+    of ROIAlign_TRT / acar::ACAR_HR2O. Until quantizing around the plugin nodes is verified on a GPU,
+    the build says so instead.
+    """
+    import onnx
+
+    from acar_deploy.export.plugin_nodes import custom_nodes
+
+    for name in export.parts:
+        path = export.graph_path(name)
+        ops = sorted({n.op_type for n in custom_nodes(onnx.load(str(path), load_external_data=False))})
+        if ops:
+            raise InputError(
+                f"{path}: TensorRT INT8 builds of plugin exports are not supported ({', '.join(ops)} nodes would be "
+                "inlined and the engine would not use the plugins): build --precision fp16/fp32, or re-export with "
+                "--roi-align onnx --hr2o onnx for INT8"
+            )
 
 
 def fp16_graph_for_tensorrt(settings: BuildSettings, source: Any) -> tuple[Any, dict[str, Any]]:

@@ -55,13 +55,23 @@ def gpu_identity() -> tuple[str, str]:
     return torch.cuda.get_device_name(), f"{major}.{minor}"
 
 
-def load_plugins(trt: Any, logger: Any) -> None:
-    """Register TensorRT's built-in plugins (ROIAlign_TRT) and the project's Python plugins, if any."""
+def load_plugins(trt: Any, logger: Any, hr2o: bool) -> None:
+    """Register TensorRT's built-in plugins (ROIAlign_TRT) and, for graphs with ACAR_HR2O nodes, the
+    project's `acar::ACAR_HR2O` (TensorRT >= 10.9; older versions raise a one-line InputError).
+    Must run before the ONNX parser sees the graph, or it reports "Plugin not found"."""
     trt.init_libnvinfer_plugins(logger, "")
-    try:
-        import acar_deploy.export.tensorrt_plugins  # noqa: F401  (registers acar::ACAR_HR2O)
-    except ImportError:
-        pass
+    if hr2o:
+        from acar_deploy.export.tensorrt_plugins import register_hr2o_plugin
+
+        register_hr2o_plugin()
+
+
+def graph_uses_op(onnx_path: Path, op_type: str) -> bool:
+    """Whether the graph's main body has a node of `op_type` (weights are not loaded)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return any(node.op_type == op_type for node in model.graph.node)
 
 
 @dataclass(frozen=True)
@@ -110,8 +120,10 @@ def profile_shapes(
 def build_plan(request: TrtBuildRequest) -> bytes:
     """Parse the ONNX graph and build a serialized plan (one optimization profile)."""
     trt = import_tensorrt("building a TensorRT engine")
+    from acar_deploy.export.plugin_nodes import HR2O_OP
+
     logger = trt.Logger(trt.Logger.WARNING)
-    load_plugins(trt, logger)
+    load_plugins(trt, logger, hr2o=graph_uses_op(request.onnx_path, HR2O_OP))
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
@@ -145,7 +157,10 @@ def build_plan(request: TrtBuildRequest) -> bytes:
 
 
 def _pin_fp32_layers(trt: Any, network: Any, config: Any, node_names: tuple[str, ...]) -> None:
-    """TensorRT 10 FP16: keep the layers the parser made from the fp32-island nodes in fp32."""
+    """TensorRT 10 FP16: keep the layers the parser made from the fp32-island nodes in fp32.
+    TensorRT 11 has no layer precisions (strongly typed): the fp16 graph carries the islands."""
+    if not has_precision_flags(trt):
+        return
     if not node_names:
         return
     config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
@@ -229,8 +244,11 @@ class TrtRunner(Runner):
         if built_on and (built_on.get("name"), built_on.get("compute_capability")) != (name, capability):
             raise InputError(f"{self.path}: built for {built_on.get('name')} (sm {built_on.get('compute_capability')}), "
                              f"this GPU is {name} (sm {capability}); rebuild the engine here")
+        from acar_deploy.export.tensorrt_plugins import supports_aot_plugins
+
         logger = trt.Logger(trt.Logger.WARNING)
-        load_plugins(trt, logger)
+        # AOT plugin kernels live in the plan; registering the definition too is harmless where supported.
+        load_plugins(trt, logger, hr2o=supports_aot_plugins(trt))
         runtime = trt.Runtime(logger)
         parts = ("backbone", "head") if self._split else ("fused",)
         self._engines = {p: _Engine(trt, runtime, self.folder.graph_path(p).read_bytes(), self.folder.graph_path(p))
