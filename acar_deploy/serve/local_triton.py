@@ -240,10 +240,13 @@ class TritonServerProcess:
         host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "") else self.settings.host
         return f"http://{host}:{self.settings.http_port}"
 
-    def log_tail(self, lines: int = 15) -> str:
+    def last_error(self) -> str:
+        """The log's last error line (Triton prefixes them with 'E'), and where the whole log is."""
         if self.log_path is None or not self.log_path.is_file():
-            return "(server log went to the terminal)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return "see the server log above"
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        errors = [line for line in lines if line.startswith("E")] or lines[-1:] or ["(empty log)"]
+        return f"{errors[-1].strip()} (log: {self.log_path})"
 
     def wait_ready(self) -> Endpoints:
         """Poll /v2/health/ready until every model is ready; fail if the server exits or time runs out."""
@@ -251,14 +254,13 @@ class TritonServerProcess:
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
-                raise InputError(f"tritonserver exited (code {code}) before it was ready; its log ends:\n"
-                                 f"{self.log_tail()}")
+                raise InputError(f"tritonserver exited (code {code}) before it was ready: {self.last_error()}")
             if _http_status(f"{self.base_url}/v2/health/ready") == 200:
                 return self.endpoints()
             time.sleep(0.25)
         self.stop()
-        raise InputError(f"tritonserver was not ready within {self.settings.ready_timeout_s:.0f} s; its log ends:\n"
-                         f"{self.log_tail()}")
+        raise InputError(f"tritonserver was not ready within {self.settings.ready_timeout_s:.0f} s: "
+                         f"{self.last_error()}")
 
     def endpoints(self) -> Endpoints:
         import json
@@ -323,17 +325,18 @@ def _http_status(url: str) -> int | None:
         return None
 
 
-def serve(settings: ServeSettings, runtime: TritonRuntime, on_ready: Callable[[Endpoints], None]) -> int:
-    """Start, wait for readiness, report, then run until Ctrl-C/SIGTERM (stopping cleanly) or the server exits."""
+def serve(settings: ServeSettings, runtime: TritonRuntime,
+          on_ready: Callable[[Endpoints, Path | None], None]) -> int:
+    """Start, wait for readiness, report (endpoints, log file), then run until Ctrl-C or SIGTERM (stopping
+    the server cleanly, exit code returned) or until the server exits by itself (an InputError)."""
     server = TritonServerProcess(settings, runtime)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         server.start()
-        on_ready(server.wait_ready())
+        on_ready(server.wait_ready(), server.log_path)
         while server.process.poll() is None:
             time.sleep(0.5)
-        raise InputError(f"tritonserver exited with code {server.process.returncode}; its log ends:\n"
-                         f"{server.log_tail()}")
+        raise InputError(f"tritonserver exited with code {server.process.returncode}: {server.last_error()}")
     except KeyboardInterrupt:
         return server.stop() or 0
     finally:
