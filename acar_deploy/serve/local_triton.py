@@ -82,7 +82,7 @@ def _bundled_runtime(root: Path) -> TritonRuntime:
                          f"bundled tritonserver ({PYTRITON_REQUIREMENT}) in {root}")
 
 
-def _pip(args: list[str], what: str) -> None:
+def pip_install(args: list[str], what: str) -> None:
     command = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT_S)
@@ -104,7 +104,7 @@ def _sync_standin(root: Path) -> None:
 
 
 def _build_bundled(tmp: Path) -> None:
-    _pip(["--no-deps", "--target", str(tmp / "server"), PYTRITON_REQUIREMENT], PYTRITON_REQUIREMENT)
+    pip_install(["--no-deps", "--target", str(tmp / "server"), PYTRITON_REQUIREMENT], PYTRITON_REQUIREMENT)
     server_root = tmp / "server" / "pytriton" / "tritonserver"
     stub = server_root / "python_backend_stubs" / _python_tag() / "triton_python_backend_stub"
     if not stub.is_file():
@@ -114,7 +114,7 @@ def _build_bundled(tmp: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "stub-venv")], check=True,
                    capture_output=True, timeout=120)
     site = tmp / "stub-venv" / "lib" / f"python{_python_tag()}" / "site-packages"
-    _pip(["--target", str(site), *STUB_REQUIREMENTS], "the stub environment " + " ".join(STUB_REQUIREMENTS))
+    pip_install(["--target", str(site), *STUB_REQUIREMENTS], "the stub environment " + " ".join(STUB_REQUIREMENTS))
     (tmp / _READY_MARKER).write_text(_record())
 
 
