@@ -32,7 +32,7 @@ from acar_deploy.serve.local_triton import (  # noqa: E402
     free_port,
     prepare_bundled,
 )
-from acar_deploy.serve.triton import TritonSettings, build_model_repository  # noqa: E402
+from acar_deploy.serve.triton import InstanceKind, TritonSettings, build_model_repository  # noqa: E402
 from acar_deploy.serve.triton_client import TritonProtocol, infer_pipeline, open_client  # noqa: E402
 
 SIZE = (64, 64)
@@ -229,6 +229,24 @@ def test_without_a_server_the_message_says_how_to_install(tmp_path, monkeypatch)
     with pytest.raises(InputError, match="run `acar-deploy serve --install`") as info:
         find_runtime(cache_dir=tmp_path / "cache")
     assert "\n" not in str(info.value)
+
+
+def test_forced_gpu_kind_fails_on_a_cpu_server_with_the_servers_reason(live, tmp_path):
+    """The default (KIND_AUTO) repository loaded above; the same graphs forced to KIND_GPU do not."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: KIND_GPU would load")
+    export_dir = live.repository.parent / "export"
+    repo = build_model_repository(export_dir, tmp_path / "gpu", settings=TritonSettings(kind=InstanceKind.gpu))
+    settings = ServeSettings(repo.path, http_port=free_port(), grpc_port=free_port(), ready_timeout_s=120)
+    server = TritonServerProcess(settings, live.runtime).start()
+    try:
+        with pytest.raises(InputError, match="has kind KIND_GPU but no GPUs are available"):
+            server.wait_ready()
+    finally:
+        server.stop(timeout_s=30)
+    assert _group_gone(server.process.pid)
 
 
 def test_killed_server_gives_a_clear_error_and_a_restarted_one_serves(live, reference):
