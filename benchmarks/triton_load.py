@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="http", choices=("http", "grpc"))
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--interval", type=int, default=3000, help="perf_analyzer measurement window, ms")
+    parser.add_argument("--max-trials", type=int, default=10, help="perf_analyzer --max-trials")
     parser.add_argument("--stability", type=int, default=50, help="perf_analyzer --stability-percentage")
     parser.add_argument("--ort-seconds", type=float, default=10.0)
     parser.add_argument("--results", type=Path, help="write the figures here as JSON")
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         load = LoadSettings(serve_url(serve, "http"), serve_url(serve, "grpc"), protocol=TritonProtocol(args.protocol),
                             concurrency=tuple(int(c) for c in args.concurrency.split(",")),
                             measurement_interval_ms=args.interval, stability_percent=args.stability,
+                            max_trials=args.max_trials,
                             timeout_s=max(300.0, args.interval * 12 / 1000))
         print(f"[{time.perf_counter() - started:6.1f} s] starting the server", file=sys.stderr)
         with TritonServerProcess(serve, runtime) as server:

@@ -67,7 +67,9 @@ def bundled_dir(cache_dir: Path | None = None) -> Path:
 
 
 def _record() -> str:
-    return "\n".join([PYTRITON_REQUIREMENT, *STUB_REQUIREMENTS, sys.version.split()[0], sys.executable]) + "\n"
+    """What the prepared tree depends on: the pins and the base interpreter (any venv of it shares the tree)."""
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    return "\n".join([PYTRITON_REQUIREMENT, *STUB_REQUIREMENTS, sys.version.split()[0], libdir]) + "\n"
 
 
 def _bundled_runtime(root: Path) -> TritonRuntime:

@@ -64,7 +64,10 @@ class TritonPythonModel:
         """One run over the dynamic batcher's requests, split back per request along dim 0."""
         feeds = [self._inputs(request) for request in requests]
         sizes = [len(feed[self.input_names[0]]) for feed in feeds]
-        merged = {name: np.concatenate([feed[name] for feed in feeds]) for name in self.input_names}
+        try:
+            merged = {name: np.concatenate([feed[name] for feed in feeds]) for name in self.input_names}
+        except ValueError:  # shapes that differ beyond dim 0: run them one by one
+            return [self._execute_one(request) for request in requests]
         try:
             outputs = self.session.run(self.output_names, merged)
         except Exception as exc:  # as above
