@@ -7,8 +7,8 @@ statistics per model (queue vs compute per request), stop the server, then time 
 the in-process ORT runner on the same export (same process, same machine, right after).
 
     .venv/bin/python benchmarks/triton_load.py                        # acar_tiny at 64x64 (CI size)
-    .venv/bin/python benchmarks/triton_load.py --config acar_r50 --size 256x341 --interval 8000 \
-        --concurrency 1,2,4 --results benchmarks/results/triton-r50.json
+    .venv/bin/python benchmarks/triton_load.py --config acar_r50 --size 256x341 --instances 1 \
+        --concurrency 1,2 --requests-per-window 3 --max-trials 3 --results benchmarks/results/triton-load-r50.json
 
 The bundled server runs the stand-in onnxruntime backend on CPU (docs/serving.md): these figures are
 the serving overhead of Triton's HTTP/gRPC front end, queueing and the BLS pipeline on this machine,
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="http", choices=("http", "grpc"))
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--interval", type=int, default=3000, help="perf_analyzer measurement window, ms")
+    parser.add_argument("--requests-per-window", type=int, default=0,
+                        help="perf_analyzer count_windows of this many requests instead of time windows (slow models)")
     parser.add_argument("--max-trials", type=int, default=10, help="perf_analyzer --max-trials")
     parser.add_argument("--stability", type=int, default=50, help="perf_analyzer --stability-percentage")
     parser.add_argument("--ort-seconds", type=float, default=10.0)
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         load = LoadSettings(serve_url(serve, "http"), serve_url(serve, "grpc"), protocol=TritonProtocol(args.protocol),
                             concurrency=tuple(int(c) for c in args.concurrency.split(",")),
                             measurement_interval_ms=args.interval, stability_percent=args.stability,
-                            max_trials=args.max_trials,
+                            max_trials=args.max_trials, measurement_requests=args.requests_per_window,
                             timeout_s=max(300.0, args.interval * 12 / 1000))
         print(f"[{time.perf_counter() - started:6.1f} s] starting the server", file=sys.stderr)
         with TritonServerProcess(serve, runtime) as server:

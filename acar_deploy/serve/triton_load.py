@@ -75,6 +75,7 @@ class LoadSettings:
     protocol: TritonProtocol = TritonProtocol.http
     concurrency: tuple[int, ...] = (1, 2, 4, 8)
     measurement_interval_ms: int = 3000
+    measurement_requests: int = 0  # > 0: windows of this many requests (count_windows), for slow models
     max_trials: int = 10
     stability_percent: int = 50  # perf_analyzer's default 10 rarely settles on a shared 2-core machine
     timeout_s: float = 300.0  # per concurrency level
@@ -172,7 +173,9 @@ def run_load(settings: LoadSettings, analyzer: PerfAnalyzer, clips: np.ndarray, 
                 str(analyzer.binary), "-m", settings.model, "-u", url, "-i", settings.protocol.value,
                 "--input-data", str(Path(tmp) / "inputs"), *shapes,
                 "--concurrency-range", f"{concurrency}:{concurrency}",
-                "--measurement-interval", str(settings.measurement_interval_ms),
+                *(["--measurement-mode", "count_windows", "--measurement-request-count",
+                   str(settings.measurement_requests)] if settings.measurement_requests > 0 else
+                  ["--measurement-interval", str(settings.measurement_interval_ms)]),
                 "--max-trials", str(settings.max_trials), "--stability-percentage", str(settings.stability_percent),
                 "-f", str(report),
             ]
