@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,6 +197,19 @@ def test_concurrent_requests_all_match_and_the_backbone_batches_them(live, refer
     assert after["executions"] - before["executions"] < 16  # the dynamic batcher merged some
 
 
+def _servers_on_port(http_port: int) -> list[int]:
+    """Pids of tritonserver processes started with this (free, so unique to this test) HTTP port."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if argv and argv[0].endswith(b"tritonserver") and f"--http-port={http_port}".encode() in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
 def test_serve_command_is_ready_then_stops_on_ctrl_c(live):
     http, grpc = free_port(), free_port()
     command = [sys.executable, "-m", "acar_deploy.cli.main", "serve", str(live.repository),
@@ -217,10 +231,13 @@ def test_serve_command_is_ready_then_stops_on_ctrl_c(live):
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
         assert process.wait(timeout=60) == 0
         assert "server stopped (exit code 0)" in process.stderr.read()
+        assert len(_servers_on_port(http)) == 0  # the command's server (its own process group) is gone too
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+        for pid in _servers_on_port(http):  # only if the command failed to stop its server
+            os.killpg(pid, signal.SIGKILL)
     assert _group_gone(process.pid)
 
 
