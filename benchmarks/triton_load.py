@@ -9,6 +9,7 @@ the in-process ORT runner on the same export (same process, same machine, right 
     .venv/bin/python benchmarks/triton_load.py                        # acar_tiny at 64x64 (CI size)
     .venv/bin/python benchmarks/triton_load.py --config acar_r50 --size 256x341 --instances 1 \
         --concurrency 1,2 --requests-per-window 3 --max-trials 3 --results benchmarks/results/triton-load-r50.json
+        # R50: on a quiet machine; under a load average of 11-15 it did not settle (benchmarks/README.md)
 
 The bundled server runs the stand-in onnxruntime backend on CPU (docs/serving.md): these figures are
 the serving overhead of Triton's HTTP/gRPC front end, queueing and the BLS pipeline on this machine,
