@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Pinned CPU torch: an unpinned torch pulls several GB of CUDA wheels.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-trt-api venv lint imports bench bench-gpu clean
+.PHONY: demo test test-trt-api venv serve-runtime lint imports bench bench-gpu bench-triton clean
 
 $(BIN)/acar-deploy: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,13 @@ venv: $(BIN)/acar-deploy
 demo: venv
 	$(BIN)/acar-deploy demo $(DEMO_ARGS)
 
-test: venv
+# The live Triton tests need the bundled server: `acar-deploy serve --install` pip-installs
+# nvidia-pytriton==0.7.0 (--no-deps) and a numpy<2 stub environment into ~/.cache/acar-deploy/triton
+# (or $$ACAR_DEPLOY_CACHE/triton), once; later runs find it there and return at once.
+serve-runtime: venv
+	$(BIN)/acar-deploy serve --install
+
+test: venv serve-runtime
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The TensorRT API conformance suite alone (also part of `make test`); downloads the bindings once.
@@ -39,6 +45,9 @@ bench: venv
 # One NVIDIA GPU, < 10 min: pytest -m gpu, eager GPU baseline, TensorRT builds/bench where tensorrt imports.
 bench-gpu: venv
 	PY=$(BIN)/python benchmarks/gpu.sh
+
+bench-triton: serve-runtime
+	$(BIN)/python benchmarks/triton_load.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -167,7 +167,7 @@ def test_onnx_configs_parse_and_match_the_graphs(export_dir, tmp_path):
     assert backbone.dynamic_batching.max_queue_delay_microseconds == 2000
     assert list(backbone.input[0].dims) == list(CLIP_SHAPE)  # batch dim stripped
     assert _config_io(backbone) == _graph_io(root / "acar_backbone" / "1" / "model.onnx")
-    assert [(g.kind, g.count) for g in backbone.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_GPU, 2)]
+    assert [(g.kind, g.count) for g in backbone.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_AUTO, 2)]
 
     head = _parse_config(root / "acar_head")
     assert head.platform == "onnxruntime_onnx" and head.max_batch_size == 0

@@ -15,6 +15,7 @@ from acar_deploy.cli import evaluate as _evaluate  # noqa: E402,F401
 from acar_deploy.cli import export as _export  # noqa: E402,F401
 from acar_deploy.cli import info as _info  # noqa: E402,F401
 from acar_deploy.cli import parity as _parity  # noqa: E402,F401
+from acar_deploy.cli import serve as _serve  # noqa: E402,F401
 from acar_deploy.cli import synth as _synth  # noqa: E402,F401
 from acar_deploy.cli import train as _train  # noqa: E402,F401
 from acar_deploy.cli import triton as _triton  # noqa: E402,F401
@@ -23,7 +24,7 @@ from acar_deploy.cli.options import AcarCommand
 
 # `--help` lists commands in the order the data flows, not the order their modules were imported.
 PIPELINE_ORDER = ("demo", "info", "synth", "train", "detect", "evaluate", "export", "validate", "build", "bench",
-                  "parity", "triton", "triton-client")
+                  "parity", "triton", "serve", "triton-client")
 app.registered_commands.sort(
     key=lambda c: PIPELINE_ORDER.index(c.name) if c.name in PIPELINE_ORDER else len(PIPELINE_ORDER)
 )

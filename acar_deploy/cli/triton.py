@@ -46,8 +46,13 @@ def triton_command(
     ] = 4,
     instances: Annotated[int, typer.Option("--instances", min=1, help="Instances per model (instance_group count).")] = 1,
     kind: Annotated[
-        InstanceKind, typer.Option("--kind", help="Where backbone and head instances run (KIND_CPU / KIND_GPU).")
-    ] = InstanceKind.gpu,
+        InstanceKind,
+        typer.Option(
+            "--kind",
+            help="Where backbone and head instances run: auto (KIND_AUTO: GPU if the server has one, else CPU), "
+            "or cpu / gpu to force KIND_CPU / KIND_GPU.",
+        ),
+    ] = InstanceKind.auto,
     name: Annotated[str, typer.Option("--name", help="Pipeline model name; parts get _backbone / _head.")] = "acar",
     force: Force = False,
     output_format: Format = OutputFormat.text,
@@ -65,7 +70,7 @@ def triton_command(
     width = max(len(m.name) for m in repo.models) + 1
     for model in repo.models:
         typer.echo(f"  {model.name + '/':<{width}} {model.platform:<17} {model.file}  ({model.origin})")
-    typer.echo(f"serve it: tritonserver --model-repository={repo.path.resolve()}")
+    typer.echo(f"serve it: acar-deploy serve {repo.path}  (or tritonserver --model-repository={repo.path.resolve()})")
 
 
 @app.command(

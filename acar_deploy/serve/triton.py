@@ -57,6 +57,10 @@ _ONNX_SINGLE_FILE_LIMIT = 2 * 1024**3 - 1024**2  # protobuf's 2 GiB cap, with ro
 
 
 class InstanceKind(str, Enum):
+    """Where backbone/head instances run. `auto` (KIND_AUTO) lets the server pick: GPU when it has one,
+    CPU otherwise, so one repository loads on a CPU machine and in a GPU container alike."""
+
+    auto = "auto"
     cpu = "cpu"
     gpu = "gpu"
 
@@ -68,7 +72,7 @@ class TritonSettings:
     name: str = "acar"
     max_batch: int = 4  # backbone max_batch_size; 0 disables batching (and dynamic batching)
     instances: int = 1
-    kind: InstanceKind = InstanceKind.gpu
+    kind: InstanceKind = InstanceKind.auto
     max_queue_delay_us: int = 2000
 
     def __post_init__(self) -> None:
@@ -278,7 +282,8 @@ def _by_name(specs: tuple[TritonTensor, ...], name: str) -> TritonTensor:
 
 
 def _instance_kind(pb: Any, kind: InstanceKind) -> int:
-    return pb.ModelInstanceGroup.KIND_GPU if kind is InstanceKind.gpu else pb.ModelInstanceGroup.KIND_CPU
+    kinds = {InstanceKind.auto: "KIND_AUTO", InstanceKind.cpu: "KIND_CPU", InstanceKind.gpu: "KIND_GPU"}
+    return pb.ModelInstanceGroup.Kind.Value(kinds[kind])
 
 
 def backbone_config(source: PartSource, settings: TritonSettings, name: str):

@@ -200,6 +200,36 @@ def fetch_served_model(client: Any, protocol: TritonProtocol, model: str, url: s
     return ServedModel.from_config(config, f"{url} model '{model}'")
 
 
+def open_client(url: str, protocol: TritonProtocol, timeout_s: float) -> tuple[Any, Any, dict[str, Any]]:
+    """(tritonclient module, client, keyword options for `infer`) with `timeout_s` on every call."""
+    module = client_module(protocol)
+    if protocol is TritonProtocol.grpc:
+        return module, module.InferenceServerClient(url), {"client_timeout": timeout_s}
+    client = module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+    return module, client, {}
+
+
+def infer_pipeline(
+    url: str,
+    clips: np.ndarray,
+    rois: np.ndarray,
+    protocol: TritonProtocol = TritonProtocol.http,
+    model: str = "acar",
+    timeout_s: float = 60.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw logits and scores [R, C] of the served pipeline for clips [B, 3, T, H, W] and rois [R, 5]."""
+    module, client, infer_options = open_client(url, protocol, timeout_s)
+    try:
+        outputs = [module.InferRequestedOutput("logits"), module.InferRequestedOutput("scores")]
+        try:
+            result = client.infer(model, build_inputs(module, clips, rois), outputs=outputs, **infer_options)
+        except Exception as exc:  # tritonclient raises InferenceServerException, sockets raise OSError
+            raise _server_error(url, exc) from exc
+        return result.as_numpy("logits"), result.as_numpy("scores")
+    finally:
+        client.close()
+
+
 def request_actions(
     url: str,
     boxes: np.ndarray,
@@ -214,13 +244,7 @@ def request_actions(
     """One inference on the served pipeline model: a clip (array or cut from `video`) and its boxes."""
     if (clip is None) == (video is None):
         raise InputError("pass exactly one of --clip CLIP.npy or --video FILE")
-    module = client_module(protocol)
-    if protocol is TritonProtocol.grpc:
-        client = module.InferenceServerClient(url)
-        infer_options: dict[str, Any] = {"client_timeout": timeout_s}
-    else:
-        client = module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
-        infer_options = {}
+    module, client, infer_options = open_client(url, protocol, timeout_s)
     try:
         served = fetch_served_model(client, protocol, model, url)
         if clip is None:
