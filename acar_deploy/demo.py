@@ -129,6 +129,9 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     from acar_deploy.train.loop import TrainSettings, train
 
     out = Path(settings.out)
+    from acar_deploy.artifacts import check_output_path
+
+    check_output_path(out, "folder")  # a file in the way: one line, before any stage runs
     if out.exists():
         if not settings.force:
             raise OutputExistsError(f"{out} already exists: pass --force to replace it")

@@ -20,7 +20,7 @@ import numpy as np
 
 from acar_deploy.bench.compare import OutputDiff, compare_output, top_action_changed
 from acar_deploy.bench.thresholds import ParityThresholds, engine_kind, resolve_thresholds
-from acar_deploy.errors import GateFailedError, InputError
+from acar_deploy.errors import GateFailedError, InputError, check_range
 
 OUTPUTS = ("logits", "scores")
 
@@ -41,6 +41,14 @@ class ParitySettings:
     force: bool = False
     threads: int = 2
     min_score: float | None = None  # proposal score threshold; None: the dataset layer's default (0.85)
+
+    def __post_init__(self) -> None:
+        check_range("--max-keyframes", self.clips, 1)  # -1 used to check all but the last keyframe
+        check_range("--max-map-drop", self.max_map_drop, 0)
+        check_range("--atol", self.atol, 0)
+        check_range("--rtol", self.rtol, 0)
+        check_range("--threads", self.threads, 1)
+        check_range("--min-score", self.min_score, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -241,6 +249,10 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
 
     from acar_deploy.bench.latency import open_engine_runner
 
+    if not str(settings.engine).startswith("eager"):
+        from acar_deploy.engines.compat import check_engine_fits
+
+        check_engine_fits(settings.engine, num_frames=config.input.num_frames, num_classes=config.head.num_classes)
     eager = EagerRunner(model, name="eager", num_threads=settings.threads)
     engine = open_engine_runner(settings.engine, settings.threads)
     kind = "-".join(engine_kind(engine.metadata))

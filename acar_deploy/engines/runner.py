@@ -7,6 +7,7 @@ timing and scores live here once.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -14,6 +15,24 @@ import numpy as np
 
 from acar_deploy import __version__
 from acar_deploy.errors import InputError
+
+LOG = logging.getLogger("acar_deploy")
+
+
+def warn_non_finite(values: np.ndarray, source: str) -> bool:
+    """Log one warning when outputs hold NaN/Inf (they would be written as score 0.000); True if so.
+
+    A warning, not an error: an fp16 engine can overflow on one odd clip while the rest is usable,
+    and parity/validate are the gates that fail on it. Weights are checked strictly at load time
+    (model/checkpoint.py), so eager outputs are finite unless the input is.
+    """
+    values = np.asarray(values)
+    if values.size == 0 or np.isfinite(values).all():
+        return False
+    bad = int(values.size - np.isfinite(values).sum())
+    LOG.warning("warning: %s produced %d non-finite (NaN/Inf) output values of %d; they are written as 0",
+                source, bad, values.size)
+    return True
 
 
 def check_feeds(feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +69,7 @@ class Runner:
         self.last_inference_time: float = float("nan")
         self.last_stage_times: dict[str, float] = {}
         self.is_active = False
+        self._warned_non_finite = False  # once per runner, not once per call
 
     # --- lifecycle -----------------------------------------------------------------------------
     def activate(self) -> None:
@@ -117,6 +137,8 @@ class Runner:
 
             outputs["scores"] = action_scores(np.asarray(outputs["logits"], np.float32))
         self.last_inference_time = time.perf_counter() - start
+        if not self._warned_non_finite:
+            self._warned_non_finite = warn_non_finite(outputs["scores"], self.name)
         return {"logits": np.asarray(outputs["logits"], np.float32), "scores": np.asarray(outputs["scores"], np.float32)}
 
     def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
