@@ -273,9 +273,10 @@ def _check_run_dir(settings: TrainSettings) -> list[tuple[int, Path]]:
     Nothing is created or deleted here: with --force the old checkpoints stay until the new run
     has finished (see `_run_folder`).
     """
-    from acar_deploy.artifacts import check_output_path
+    from acar_deploy.artifacts import check_output_path, remove_stale_temporaries
 
     run_dir = check_output_path(settings.out, "folder")
+    remove_stale_temporaries(run_dir)  # a killed --force run's staging folder (only dead writers')
     existing = list_checkpoints(run_dir)
     if existing and not settings.resume and not settings.force:
         raise OutputExistsError(f"{run_dir} already holds checkpoints: pass --resume to continue or --force to restart")
@@ -291,12 +292,11 @@ def _run_folder(settings: TrainSettings, dist_info: Distributed) -> Any:
     """
     import contextlib
 
-    from acar_deploy.artifacts import atomic_dir, remove_stale_temporaries
+    from acar_deploy.artifacts import atomic_dir
 
     run_dir = Path(settings.out)
     if not dist_info.is_main:
         return contextlib.nullcontext(run_dir)
-    remove_stale_temporaries(run_dir)
     if settings.force and not settings.resume and run_dir.exists():
         return atomic_dir(run_dir, force=True)
     run_dir.mkdir(parents=True, exist_ok=True)
