@@ -107,3 +107,12 @@ def test_missing_prediction_file_names_it(tmp_path):
     gt = _write(tmp_path / "gt.csv", GT_ROWS)
     result = run_cli("evaluate", "--gt", gt, "--pred", tmp_path / "nope.csv")
     assert_one_line_error(result, 2, str(tmp_path / "nope.csv"))
+
+
+def test_label_map_with_bom_and_crlf_is_read(tmp_path):
+    from acar_deploy.data.labelmap import read_labelmap
+
+    path = tmp_path / "labels.pbtxt"
+    text = 'item {\r\n  name: "bend/bow (at the waist)"\r\n  id: 1\r\n}\r\nitem {\r\n  name: "crouch"\r\n  id: 3\r\n}\r\n'
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert read_labelmap(path).as_dict() == {1: "bend/bow (at the waist)", 3: "crouch"}
