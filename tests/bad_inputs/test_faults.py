@@ -191,3 +191,28 @@ def test_train_force_killed_keeps_the_old_run(world, old_run, tmp_path, sig, mom
     result = run_cli("train", "--config", world.config, "--data", world.data, "--out", final)  # refused rerun
     assert_one_line_error(result, 2, str(final))
     assert leftovers(final) == []
+
+
+def test_fresh_train_killed_keeps_complete_checkpoints_and_resumes(world, tmp_path):
+    from acar_deploy.model.checkpoint import read_checkpoint
+
+    run = tmp_path / "fresh"
+    rc, err = _signal_when(["train", "--config", world.config, "--data", world.data, "--out", run, "--epochs", "3",
+                            "--no-val", "--workers", "0"], signal.SIGKILL, lambda: (run / "ckpt_1.pt").exists())
+    assert rc in (0, -signal.SIGKILL), err[-2000:]
+    written = sorted(run.glob("ckpt_*.pt"))
+    assert written and all(int(read_checkpoint(p)["epoch"]) >= 1 for p in written)  # each one complete
+    result = run_cli("train", "--config", world.config, "--data", world.data, "--out", run, "--epochs", "3",
+                     "--no-val", "--workers", "0", "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["ckpt_1.pt", "ckpt_2.pt", "ckpt_3.pt", "history.json"]
+
+
+def test_a_real_process_prints_one_line_and_exits_2(world, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = subprocess.run([*CLI, "build", str(world.export), "--out", str(blocker / "engine")], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: ")
+    assert str(blocker) in proc.stderr and blocker.read_text() == "x"
