@@ -35,7 +35,7 @@ class DemoProfile:
     bench_iters: int
     bench_actors: tuple[int, ...]
     bench_size: tuple[int, int]
-    parity_clips: int | None
+    parity_max_keyframes: int | None
     render_videos: int
     plugin_parts: str  # the plugin-node export: "split" (quick) or "all" (split + fused)
 
@@ -43,9 +43,9 @@ class DemoProfile:
 # Both train on the recipe tests/test_train_learns.py checks (48 videos x 3 s, 8 epochs: val frame-mAP
 # ~0.7 against ~0.35 chance); smaller synthetic sets at this learning rate can diverge.
 QUICK = DemoProfile(videos=48, seconds=3, epochs=8, calib_clips=8, bench_iters=5, bench_actors=(4, 1, 8),
-                    bench_size=(96, 128), parity_clips=None, render_videos=1, plugin_parts="split")
+                    bench_size=(96, 128), parity_max_keyframes=None, render_videos=1, plugin_parts="split")
 FULL = DemoProfile(videos=48, seconds=3, epochs=8, calib_clips=32, bench_iters=50, bench_actors=(8, 1, 4, 16, 32),
-                   bench_size=(96, 128), parity_clips=None, render_videos=3, plugin_parts="all")
+                   bench_size=(96, 128), parity_max_keyframes=None, render_videos=3, plugin_parts="all")
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,9 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     from acar_deploy.verify.parity import ParityGateFailed, ParitySettings, check_parity
 
     out = Path(settings.out)
+    from acar_deploy.artifacts import check_output_path
+
+    check_output_path(out, "folder")  # a file in the way: one line, before any stage runs
     if out.exists():
         if not settings.force:
             raise OutputExistsError(f"{out} already exists: pass --force to replace it")
@@ -250,7 +253,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
             try:  # a failed gate is a result to report, not a reason to stop the demo
                 report = check_parity(
                     ParitySettings(engine=str(engine), data=data, checkpoint=checkpoint, config=str(config),
-                               clips=profile.parity_clips,
+                               max_keyframes=profile.parity_max_keyframes,
                                    threads=settings.threads, out=out / "parity" / engine.name),
                     progress=False,
                 )

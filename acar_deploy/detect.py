@@ -161,14 +161,16 @@ def detect(settings: DetectSettings) -> DetectResult:
     """Predictions CSV (and optional rendered keyframes) for one video."""
     import torch
 
-    from acar_deploy.artifacts import check_can_write
+    from acar_deploy.artifacts import atomic_file, check_can_write
     from acar_deploy.data.ava_csv import write_predictions
     from acar_deploy.data.clips import ClipSpec, keyframe_index, open_frames
     from acar_deploy.data.dataset import KeyframeDataset, inference_keyframes, model_class_ids
 
-    check_can_write(Path(settings.out), settings.force)
+    check_can_write(Path(settings.out), settings.force, kind="file")
+    render_kind = "file" if settings.render_dir is not None and Path(settings.render_dir).suffix.lower() == ".mp4" \
+        else "folder"
     if settings.render_dir is not None:
-        check_can_write(Path(settings.render_dir), settings.force)
+        check_can_write(Path(settings.render_dir), settings.force, kind=render_kind)
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device on this machine; use --device cpu")
     device = torch.device(settings.device)
@@ -179,6 +181,7 @@ def detect(settings: DetectSettings) -> DetectResult:
     runner = EagerRunner.from_checkpoint(settings.checkpoint, settings.config, RunnerOptions(device=str(device)))
     model = runner.model
     spec = ClipSpec.from_model_config(model.config)
+    _check_keyframes_inside(keyframes, source.frame_count(), spec, settings, media)
     class_ids = model_class_ids(model.config.head.num_classes)
     dataset = KeyframeDataset(keyframes, media.parent, class_ids, spec=spec, start_seconds=settings.start_seconds)
     dataset._sources[video_id] = source  # the given file/folder, whatever its name (the only video)
@@ -189,20 +192,54 @@ def detect(settings: DetectSettings) -> DetectResult:
         results = predict_split(runner, dataset, 0, lambda: progress.advance(task))
     write_predictions(predictions_table(results, class_ids), settings.out)
     rendered: list[Path] = []
-    if settings.render_dir is not None:
-        names = _class_names(settings.labelmap)
-        by_time: dict[int, list[BoxScores]] = {}
-        for r in results:
-            by_time.setdefault(r.timestamp, []).append(r)
-        images = {}
-        for ts, items in sorted(by_time.items()):
-            (frame,) = source.read([min(keyframe_index(ts, spec.fps, settings.start_seconds), source.frame_count())])
-            images[ts] = render_keyframe(
-                frame, np.stack([r.box for r in items]), np.stack([r.scores for r in items]),
-                class_ids, names, top_k=settings.top_k, title=f"{video_id} @ {ts}s",
-            )
-        rendered = _write_renders(Path(settings.render_dir), video_id, images, settings.force)
+    # The CSV and the renders are one output: the CSV is committed only after the renders succeed,
+    # so a failed --render leaves nothing behind and a rerun needs no --force.
+    with atomic_file(Path(settings.out), force=settings.force, mode="w") as csv_fh:
+        write_predictions(predictions_table(results, class_ids), csv_fh)
+        if settings.render_dir is not None:
+            names = _class_names(settings.labelmap)
+            by_time: dict[int, list[BoxScores]] = {}
+            for r in results:
+                by_time.setdefault(r.timestamp, []).append(r)
+            images = {}
+            for ts, items in sorted(by_time.items()):
+                index = min(keyframe_index(ts, spec.fps, settings.start_seconds), source.frame_count())
+                (frame,) = source.read([index])
+                images[ts] = render_keyframe(
+                    frame, np.stack([r.box for r in items]), np.stack([r.scores for r in items]),
+                    class_ids, names, top_k=settings.top_k, title=f"{video_id} @ {ts}s",
+                )
+            rendered = _write_renders(Path(settings.render_dir), video_id, images, settings.force)
     return DetectResult(Path(settings.out), video_id, len(keyframes), len(results), rendered)
+
+
+def _check_keyframes_inside(keyframes: Sequence[Any], frame_count: int, spec: Any, settings: DetectSettings,
+                            media: Path) -> None:
+    """InputError naming the boxes CSV line and the video when a keyframe lies outside the video's frames."""
+    from acar_deploy.data.clips import keyframe_index
+
+    for kf in keyframes:
+        mid = keyframe_index(kf.timestamp, spec.fps, settings.start_seconds)
+        if max(1, mid - spec.window_half) > min(frame_count, mid + spec.window_half):
+            seconds = frame_count / spec.fps
+            raise InputError(
+                f"{settings.boxes}:{_csv_line_of(Path(settings.boxes), kf.video_id, kf.timestamp)}: timestamp "
+                f"{kf.timestamp} lies outside video {media} ({frame_count} frames = {settings.start_seconds:g}.."
+                f"{settings.start_seconds + seconds:g} s); check the timestamp or --start-seconds"
+            )
+
+
+def _csv_line_of(path: Path, video_id: str, timestamp: int) -> str:
+    """1-based line of the first `video_id,timestamp,...` row of a CSV ('?' if not found)."""
+    with open(path, encoding="utf-8-sig") as fh:
+        for number, line in enumerate(fh, 1):
+            cells = line.split(",")
+            try:
+                if len(cells) > 1 and cells[0].strip() == video_id and float(cells[1]) == timestamp:
+                    return str(number)
+            except ValueError:
+                continue
+    return "?"
 
 
 def _write_renders(target: Path, video_id: str, images: dict[int, Any], force: bool) -> list[Path]:

@@ -37,3 +37,16 @@ class GateFailedError(AcarDeployError):
     """A validation or parity threshold was exceeded; the report explains which."""
 
     exit_code = 1
+
+
+def check_range(option: str, value: float | None, minimum: float | None = None, maximum: float | None = None) -> None:
+    """InputError '<option> must be >= minimum (got value)' -- settings dataclasses call this in
+    __post_init__, so the Python API refuses what the CLI refuses (None: option not given)."""
+    if value is None:
+        return
+    if value != value:  # NaN
+        raise InputError(f"{option} must be a number (got {value})")
+    if minimum is not None and value < minimum:
+        raise InputError(f"{option} must be >= {minimum} (got {value})")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{option} must be <= {maximum} (got {value})")

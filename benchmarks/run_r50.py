@@ -196,7 +196,7 @@ def run_parity(data: Path, clips: int, threads: int, started: float) -> dict[str
     reports = {}
     for precision, engine in ENGINES.items():
         log(f"parity {precision} on {clips} synthetic val keyframes", started)
-        settings = ParitySettings(engine=str(engine), data=data, checkpoint=checkpoint, clips=clips,
+        settings = ParitySettings(engine=str(engine), data=data, checkpoint=checkpoint, max_keyframes=clips,
                                   max_map_drop=0.3, out=RESULTS / f"parity-{precision}", force=True, threads=threads)
         try:
             reports[precision] = check_parity(settings, progress=False).to_dict()

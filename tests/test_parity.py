@@ -150,7 +150,7 @@ def test_yaml_next_to_the_config_pins_thresholds_and_flags_override(setup, tmp_p
     shutil.copy(setup["data"] / "config.yaml", config)
     (tmp_path / "model.parity.yaml").write_text("ort-fp32: {atol: 0.0, rtol: 0.0, max_map_drop: 0.5}\n")
     settings = ParitySettings(engine=str(setup["fp32"]), data=setup["data"], checkpoint=setup["checkpoint"],
-                              config=str(config), clips=2)
+                              config=str(config), max_keyframes=2)
     with pytest.raises(ParityGateFailed) as failed:  # exact equality is too strict even for fp32
         check_parity(settings, progress=False)
     assert any(str(config.with_suffix(".parity.yaml")) in s for s in failed.value.report.threshold_sources)

@@ -362,6 +362,16 @@ def _achieved_gflops(stages: Mapping[str, float], flops: FlopCount | None, setti
     return achieved
 
 
+def _check_engines_fit(settings: BenchSettings, config: Any) -> None:
+    """Each engine must take --batch clips of --size and the model's frames/classes (before any timing)."""
+    from acar_deploy.engines.compat import check_engine_fits
+
+    for source in settings.engines:
+        if not str(source).startswith("eager"):
+            check_engine_fits(source, batch=settings.clips, size=settings.size,
+                              num_frames=config.input.num_frames, num_classes=config.head.num_classes)
+
+
 def run_benchmark(settings: BenchSettings, progress: bool = True) -> BenchResult:
     """Open eager and every engine, time them interleaved, and write the report when `out` is set."""
     from acar_deploy.artifacts import check_can_write
@@ -370,6 +380,7 @@ def run_benchmark(settings: BenchSettings, progress: bool = True) -> BenchResult
         check_can_write(Path(settings.out), settings.force)  # fail before minutes of timing
     runners, sources, config, model = open_benchmark_runners(settings)
     try:
+        _check_engines_fit(settings, config)
         result = benchmark_runners(runners, settings, config, model=model, sources=sources, progress=progress)
     finally:
         for runner in runners.values():

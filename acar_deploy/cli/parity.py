@@ -68,7 +68,7 @@ def parity(
         checkpoint=checkpoint,
         config=config,
         split=split,
-        clips=max_keyframes,
+        max_keyframes=max_keyframes,
         max_map_drop=max_map_drop,
         atol=atol,
         rtol=rtol,

@@ -34,6 +34,7 @@ from acar_deploy.errors import InputError
 
 NO_ACTION = -1  # action_id of a 2-column keyframe-only row
 NO_PERSON = -1  # person_id when the column is absent
+INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,7 +110,8 @@ class _CsvColumns:
     def __init__(self, path: str | os.PathLike, what: str):
         self.source = str(path)
         try:
-            with open(path, encoding="utf-8", newline="") as fh:
+            # utf-8-sig: a byte-order mark (Excel, Notepad) must not stick to the first video id.
+            with open(path, encoding="utf-8-sig", newline="") as fh:
                 text = fh.read()
         except FileNotFoundError:
             raise InputError(f"{self.source}: {what} file not found") from None
@@ -183,13 +185,15 @@ class _CsvColumns:
         cells = self.cells(column, rows)
         try:
             return np.fromiter(map(int, cells), dtype=np.int64, count=len(cells))
-        except ValueError:
+        except (ValueError, OverflowError):
             lines = self.lines if rows is None else self.lines[rows]
             for cell, line in zip(cells, lines.tolist(), strict=True):
                 try:
-                    int(cell)
+                    value = int(cell)
                 except ValueError:
                     raise InputError(f"{self.source}:{line}: {name} {cell!r} is not an integer") from None
+                if not INT64_MIN <= value <= INT64_MAX:
+                    raise InputError(f"{self.source}:{line}: {name} {cell!r} does not fit a 64-bit integer") from None
             raise
 
     def keyframes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +319,11 @@ def _box_cells(boxes: np.ndarray) -> list[list[str]]:
     return [_fmt3(boxes[:, k]) for k in range(4)]
 
 
-def _write_lines(path: str | os.PathLike, lines: list[str], force: bool) -> None:
+def _write_lines(path: str | os.PathLike | io.TextIOBase, lines: list[str], force: bool) -> None:
+    """Write to a path (atomically) or to an open text file the caller commits (e.g. with other outputs)."""
+    if hasattr(path, "write"):
+        path.write("".join(lines))
+        return
     with atomic_file(Path(path), force=force, mode="w") as fh:
         fh.write("".join(lines))
 
@@ -342,7 +350,7 @@ def write_annotations(ann: AvaAnnotations, path: str | os.PathLike, force: bool 
     _write_lines(path, out, force)
 
 
-def write_predictions(pred: AvaPredictions, path: str | os.PathLike, force: bool = True) -> None:
+def write_predictions(pred: AvaPredictions, path: str | os.PathLike | io.TextIOBase, force: bool = True) -> None:
     """Write detections as ACAR-Net does: boxes and score `%.3f`."""
     x1, y1, x2, y2 = _box_cells(pred.boxes)
     scores = _fmt3(np.nan_to_num(pred.score))

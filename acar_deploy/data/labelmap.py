@@ -125,7 +125,7 @@ def read_labelmap(path: str | os.PathLike | None = None) -> LabelMap:
         return _parse_pbtxt(text, f"<packaged {PACKAGED_LABELMAP}>")
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from Windows editors is not a token
     except FileNotFoundError:
         raise InputError(f"{path}: label map not found; pass an AVA .pbtxt file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 import os
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,11 +62,28 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise InputError(
             f"{path}: not a readable PyTorch checkpoint, corrupt ({_first_line(exc)}); re-download or re-save it"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch's unpickler raises anything (IndexError on 1-byte files)
         raise InputError(
             f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({_first_line(exc)[:200]}); "
             "re-download or re-save it"
         ) from None
+
+
+def check_finite_weights(state: Mapping[str, Any], source: str) -> None:
+    """InputError naming the first floating tensor holding NaN/Inf (e.g. a diverged training run).
+
+    Fails rather than warns: such weights make every score NaN, which the CSV writer would print
+    as 0.000, so the run would look successful while every prediction is wrong.
+    """
+    import torch
+
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise InputError(
+                f"{source}: weight {key!r} holds {bad} NaN/Inf values of {value.numel()} (a diverged or corrupt "
+                "checkpoint); use an earlier checkpoint or retrain with a lower learning rate"
+            )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -214,6 +230,7 @@ def _load_resolved(obj: Any, fmt: CheckpointFormat, resolved: ModelConfig, sourc
     else:
         expected = own
     _check_keys(state, expected, source, fmt, resolved)
+    check_finite_weights(state, source)
     state = {**{k: v for k, v in own.items() if k not in state}, **state}
     model.load_state_dict(state, strict=True)
     return model.eval()

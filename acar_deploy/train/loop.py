@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from acar_deploy.errors import InputError, OutputExistsError
+from acar_deploy.errors import InputError, OutputExistsError, check_range
 from acar_deploy.progress import progress_bar
 from acar_deploy.train.config import TrainConfig, load_train_config, with_overrides
 
@@ -48,6 +48,12 @@ class TrainSettings:
     validate: bool = True
     force: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_range("--epochs", self.epochs, 1)
+        check_range("--batch-size", self.batch_size, 1)
+        check_range("--workers", self.workers, 0)
+        check_range("--threads", self.threads, 1)
 
 
 @dataclass
@@ -236,10 +242,11 @@ def load_init_weights(model: Any, path: Path) -> list[str]:
     Strict, except the classifier (`head.fc2` / `head.fc`), which keeps its initialisation when the
     checkpoint's class count differs (fine-tuning to another label set).
     """
-    from acar_deploy.model.checkpoint import _state_dict_for_model, resolve_checkpoint
+    from acar_deploy.model.checkpoint import _state_dict_for_model, check_finite_weights, resolve_checkpoint
 
     obj, fmt, _, source = resolve_checkpoint(path, model.config)
     state = _state_dict_for_model(obj, fmt)
+    check_finite_weights(state, source)
     own = model.state_dict()
     classifier = {k for k in own if k.startswith(("head.fc2.", "head.fc."))}
     skipped = sorted(k for k in classifier if k in state and tuple(state[k].shape) != tuple(own[k].shape))
@@ -261,18 +268,40 @@ def load_init_weights(model: Any, path: Path) -> list[str]:
 # --- the loop ---------------------------------------------------------------------------------------
 
 
-def _prepare_run_dir(settings: TrainSettings, dist_info: Distributed) -> list[tuple[int, Path]]:
-    run_dir = Path(settings.out)
+def _check_run_dir(settings: TrainSettings) -> list[tuple[int, Path]]:
+    """Checkpoints to resume from; refuses a run folder with checkpoints unless --resume or --force.
+
+    Nothing is created or deleted here: with --force the old checkpoints stay until the new run
+    has finished (see `_run_folder`).
+    """
+    from acar_deploy.artifacts import check_output_path, remove_stale_temporaries
+
+    run_dir = check_output_path(settings.out, "folder")
+    remove_stale_temporaries(run_dir)  # a killed --force run's staging folder (only dead writers')
     existing = list_checkpoints(run_dir)
     if existing and not settings.resume and not settings.force:
         raise OutputExistsError(f"{run_dir} already holds checkpoints: pass --resume to continue or --force to restart")
-    if settings.force and not settings.resume and dist_info.is_main:
-        for _, path in existing:
-            path.unlink()
-        existing = []
-    if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     return existing if settings.resume else []
+
+
+def _run_folder(settings: TrainSettings, dist_info: Distributed) -> Any:
+    """Where this run writes: the run folder itself, or (--force over an existing folder) a staging
+    folder beside it that replaces the old one only once every epoch is done.
+
+    A killed --force run thus leaves the old run untouched (its staging folder is removed by the
+    next run on that output); a fresh run writes in place, so a killed one can be --resume'd.
+    """
+    import contextlib
+
+    from acar_deploy.artifacts import atomic_dir
+
+    run_dir = Path(settings.out)
+    if not dist_info.is_main:
+        return contextlib.nullcontext(run_dir)
+    if settings.force and not settings.resume and run_dir.exists():
+        return atomic_dir(run_dir, force=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(run_dir)
 
 
 def train(
@@ -316,7 +345,7 @@ def train(
     config_path = Path(settings.config) if Path(settings.config).is_file() else None
     train_config = with_overrides(load_train_config(config_path), n_epochs=settings.epochs, batch_size=settings.batch_size)
     data = load_dataset(settings.data)
-    existing = _prepare_run_dir(settings, dist_info)
+    existing = _check_run_dir(settings)
 
     spec = ClipSpec.from_model_config(model_config, fps=data.fps)
     train_set = KeyframeDataset(
@@ -364,9 +393,9 @@ def train(
         torch.manual_seed(settings.seed + dist_info.rank)  # dropout differs per process, like separate GPUs
 
     checkpoints = [p for _, p in existing]
-    run_dir = Path(settings.out)
+    final_dir = Path(settings.out)
     progress = progress_bar(settings.progress and dist_info.is_main, "loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.4g}")
-    with progress:
+    with _run_folder(settings, dist_info) as run_dir, progress:
         for epoch in range(start_epoch + 1, train_config.n_epochs + 1):
             loader.sampler.set_epoch(epoch)
             train_set.set_epoch(epoch)
@@ -396,7 +425,7 @@ def train(
                     rng=rng, history=[vars(h) for h in history], train_config=_plain(train_config),
                     seed=settings.seed, world_size=dist_info.world_size,
                 )
-                checkpoints.append(path)
+                checkpoints.append(final_dir / path.name)
                 _write_history(run_dir, history)
                 progress.console.print(
                     f"epoch {epoch}: loss {record.loss:.4f}, lr {record.lr:.4g}"
@@ -412,7 +441,7 @@ def train(
                 on_epoch_end(record)
     if dist_info.enabled and not group_existed:
         torch_dist.destroy_process_group()
-    return TrainResult(run_dir=run_dir, checkpoints=checkpoints, history=history)
+    return TrainResult(run_dir=final_dir, checkpoints=checkpoints, history=history)
 
 
 def _plain(obj: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from acar_deploy.errors import GateFailedError, InputError
+from acar_deploy.errors import GateFailedError, InputError, check_range
 from acar_deploy.jsonout import to_jsonable
 from acar_deploy.progress import progress_bar
 from acar_deploy.verify.compare import OutputDiff, compare_output, top_action_changed
@@ -33,7 +33,7 @@ class ParitySettings:
     checkpoint: Path | None = None  # None: seeded random weights (only meaningful for numeric parity)
     config: str | None = None  # None: the config the checkpoint carries
     split: str = "val"
-    clips: int | None = None  # at most this many keyframes (in file order); None: all
+    max_keyframes: int | None = None  # at most this many keyframes (in file order); None: all
     max_map_drop: float | None = None  # CLI overrides; None keeps the YAML / built-in value
     atol: float | None = None
     rtol: float | None = None
@@ -42,6 +42,14 @@ class ParitySettings:
     force: bool = False
     threads: int = 2
     min_score: float | None = None  # proposal score threshold; None: the dataset layer's default (0.85)
+
+    def __post_init__(self) -> None:
+        check_range("--max-keyframes", self.max_keyframes, 1)  # -1 used to check all but the last keyframe
+        check_range("--max-map-drop", self.max_map_drop, 0)
+        check_range("--atol", self.atol, 0)
+        check_range("--rtol", self.rtol, 0)
+        check_range("--threads", self.threads, 1)
+        check_range("--min-score", self.min_score, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -237,7 +245,7 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
     ds = read_split(Path(settings.data), settings.split)
     model = load_model(settings.checkpoint, settings.config)
     config = model.config
-    keyframes = split_keyframes(ds, settings.min_score, settings.clips)
+    keyframes = split_keyframes(ds, settings.min_score, settings.max_keyframes)
     model_classes = read_labelmap().ids  # logit j = the j-th id of the 60-class AVA map (official idx_to_class)
     if len(model_classes) != config.head.num_classes:
         raise InputError(f"the model has {config.head.num_classes} classes but the AVA label map lists "
@@ -250,6 +258,10 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
     from acar_deploy.formats import verify_folder
 
     verify_folder(settings.engine)
+    if not str(settings.engine).startswith("eager"):
+        from acar_deploy.engines.compat import check_engine_fits
+
+        check_engine_fits(settings.engine, num_frames=config.input.num_frames, num_classes=config.head.num_classes)
     # Eager and the engine alternate per keyframe: ORT's pool threads must not spin between calls.
     options = RunnerOptions(threads=settings.threads, allow_spinning=False)
     eager = EagerRunner(model, name="eager", options=options)

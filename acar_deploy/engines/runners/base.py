@@ -8,6 +8,7 @@ checks, timing and scores live here once. `RunnerOptions` is what every runner i
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,24 @@ class RunnerOptions:
         if self.providers is not None:
             object.__setattr__(self, "providers", tuple(self.providers))
 
+LOG = logging.getLogger("acar_deploy")
+
+
+def warn_non_finite(values: np.ndarray, source: str) -> bool:
+    """Log one warning when outputs hold NaN/Inf (they would be written as score 0.000); True if so.
+
+    A warning, not an error: an fp16 engine can overflow on one odd clip while the rest is usable,
+    and parity/validate are the gates that fail on it. Weights are checked strictly at load time
+    (model/checkpoint.py), so eager outputs are finite unless the input is.
+    """
+    values = np.asarray(values)
+    if values.size == 0 or np.isfinite(values).all():
+        return False
+    bad = int(values.size - np.isfinite(values).sum())
+    LOG.warning("warning: %s produced %d non-finite (NaN/Inf) output values of %d; they are written as 0",
+                source, bad, values.size)
+    return True
+
 
 def check_feeds(feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """clips [B, 3, T, H, W] float32 and rois [R, 5] float32 with batch indices in [0, B)."""
@@ -87,6 +106,7 @@ class Runner:
         self.last_inference_time: float = float("nan")
         self.last_stage_times: dict[str, float] = {}
         self.is_active = False
+        self._warned_non_finite = False  # once per runner, not once per call
 
     # --- lifecycle -----------------------------------------------------------------------------
     def activate(self) -> None:
@@ -167,6 +187,8 @@ class Runner:
 
             outputs["scores"] = action_scores(np.asarray(outputs["logits"], np.float32))
         self.last_inference_time = time.perf_counter() - start
+        if not self._warned_non_finite:
+            self._warned_non_finite = warn_non_finite(outputs["scores"], self.name)
         return {"logits": np.asarray(outputs["logits"], np.float32), "scores": np.asarray(outputs["scores"], np.float32)}
 
     def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
