@@ -7,6 +7,7 @@ prints next to flags, so `--force` reads as a flag in --help.
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,11 +55,34 @@ class AcarCommand(TyperCommand):
         return _flags_without_metavar(super().get_params(ctx))
 
 
+# typer vendors click; its usage errors (bad option, bad value, missing argument) share this base class.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 class AcarGroup(TyperGroup):
-    """The root group, with the same flag display as `AcarCommand`."""
+    """The root group, with the same flag display as `AcarCommand`, and usage errors on one line.
+
+    typer draws a bad option as a multi-line box; a script reading stderr wants one line naming the
+    command and the option (exit code 2, as click's).
+    """
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _flags_without_metavar(super().get_params(ctx))
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _USAGE_ERROR as exc:
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "acar-deploy"
+            message = " ".join(exc.format_message().split())
+            print(f"error: {where}: {message} (see {where} --help)", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 Size = Annotated[

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.main import app
 
 
 @app.command(

@@ -139,23 +139,6 @@ class World:
         return self.data / "val_proposals.csv"
 
 
-def has_option(command: str, option: str) -> bool:
-    """Whether `acar-deploy COMMAND` has `option` (the suite runs before and after the option renames)."""
-    import typer
-
-    from acar_deploy.cli.main import app
-
-    group = typer.main.get_command(app)
-    params = group.commands[command].params  # type: ignore[attr-defined]
-    return any(option in p.opts for p in params)
-
-
 def parity_args(engine: Path | str, *rest: str) -> list[str]:
-    """`parity ENGINE ...` (engine positional after the rename) or `parity --engine ENGINE ...`."""
-    if has_option("parity", "--engine"):
-        return ["parity", "--engine", str(engine), *rest]
+    """`parity ENGINE ...` (the engine is positional, as in bench)."""
     return ["parity", str(engine), *rest]
-
-
-def bench_batch_option() -> str:
-    return "--clips" if has_option("bench", "--clips") else "--batch"

@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from acar_deploy.engines.runner import Runner, warn_non_finite
 
+from acar_deploy.engines.runners.base import Runner, warn_non_finite
 from acar_deploy.errors import InputError
 from acar_deploy.model import load_model, save_checkpoint
 from acar_deploy.model.checkpoint import check_finite_weights

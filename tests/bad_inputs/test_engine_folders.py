@@ -14,8 +14,6 @@ from acar_deploy.errors import InputError
 
 from .conftest import SIZE_HW, assert_one_line_error, parity_args, run_cli, tree_digest
 
-needs_integrity = pytest.mark.xfail(reason="needs formats integrity check (h12core)", strict=False)
-
 
 def _bench(folder, *extra, size=f"{SIZE_HW[0]}x{SIZE_HW[1]}"):
     return run_cli("bench", folder, "--iters", "1", "--warmup", "0", "--actors", "1", "--no-flops", "--size", size,
@@ -95,7 +93,6 @@ def test_engine_record_whose_parts_disagree_is_refused(world, tmp_path):
 # --- graph integrity: the sha256 recorded in manifest.json / engine.json -----------------------------
 
 
-@needs_integrity
 def test_build_refuses_an_export_whose_graph_no_longer_matches_its_sha256(world, tmp_path):
     export = world.copy("export", tmp_path / "export")
     graph = _tamper_weights(export)
@@ -104,7 +101,6 @@ def test_build_refuses_an_export_whose_graph_no_longer_matches_its_sha256(world,
     assert not out.exists()
 
 
-@needs_integrity
 def test_triton_refuses_a_tampered_export(world, tmp_path):
     export = world.copy("export", tmp_path / "export")
     graph = _tamper_weights(export)
@@ -113,14 +109,12 @@ def test_triton_refuses_a_tampered_export(world, tmp_path):
     assert not out.exists()
 
 
-@needs_integrity
 def test_bench_refuses_a_tampered_engine(world, tmp_path):
     engine = world.copy("engine", tmp_path / "engine")
     graph = _tamper_weights(engine, "head")
     assert_one_line_error(_bench(engine, "--checkpoint", world.checkpoint), 2, str(graph), "sha256")
 
 
-@needs_integrity
 def test_parity_refuses_a_tampered_export(world, tmp_path):
     export = world.copy("export", tmp_path / "export")
     graph = _tamper_weights(export)
@@ -130,7 +124,6 @@ def test_parity_refuses_a_tampered_export(world, tmp_path):
     assert not out.exists()
 
 
-@needs_integrity
 def test_build_on_a_truncated_graph_is_one_line(world, tmp_path):
     export = world.copy("export", tmp_path / "export")
     graph = export / "backbone.onnx"
@@ -141,7 +134,6 @@ def test_build_on_a_truncated_graph_is_one_line(world, tmp_path):
     assert not out.exists()
 
 
-@needs_integrity
 def test_validate_on_a_manifest_missing_normalization_names_the_field(world, tmp_path):
     export = world.copy("export", tmp_path / "export")
     manifest = json.loads((export / "manifest.json").read_text())
