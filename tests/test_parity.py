@@ -207,7 +207,7 @@ def test_missing_dataset_is_an_input_error(tmp_path, setup):
 
 def test_an_engine_whose_graph_was_edited_after_the_build_is_refused_in_one_line(setup):
     result = CliRunner().invoke(app, [
-        "parity", "--checkpoint", str(setup["checkpoint"]), "--engine", str(setup["edited"]),
+        "parity", str(setup["edited"]), "--checkpoint", str(setup["checkpoint"]),
         "--data", str(setup["data"]), "--out", str(setup["root"] / "out-edited"),
     ])
     assert result.exit_code == 2
