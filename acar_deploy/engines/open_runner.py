@@ -17,7 +17,7 @@ def open_runner(spec: str | Path, **options: Any) -> Runner:
     - `engines/NAME-RUNTIME-PRECISION` (engine.json): the runner its runtime needs;
     - `eager:CHECKPOINT:CONFIG` (or `eager` with `checkpoint=`, `config=` options): eager PyTorch.
       CONFIG may be empty for this project's checkpoints, which carry their config.
-    Options go to the runner (e.g. `intra_op_num_threads=2`, `graph="fused"`, `providers=(...)`).
+    Options go to the runner (e.g. `intra_op_num_threads=2` (OpenVINO: its thread count), `graph="fused"`, `providers=(...)`).
     """
     text = str(spec)
     if text == "eager" or text.startswith("eager:"):
@@ -49,6 +49,15 @@ def open_runner(spec: str | Path, **options: Any) -> Runner:
             from acar_deploy.engines.trt import TrtRunner
 
             return TrtRunner(path, **options)
+        if runtime == "openvino":
+            from acar_deploy.engines.openvino_runner import OpenVinoRunner
+
+            threads = options.pop("intra_op_num_threads", None)  # the ORT-named option callers pass
+            if threads:
+                options["num_threads"] = threads
+            for ort_only in ("inter_op_num_threads", "allow_spinning", "providers", "graph_optimization_level"):
+                options.pop(ort_only, None)
+            return OpenVinoRunner(path, **options)
         raise InputError(f"{path / 'engine.json'}: unknown runtime {runtime!r}; rebuild with `acar-deploy build`")
     if not path.exists():
         raise InputError(f"{path}: does not exist; pass an export folder, an engine folder or eager:CKPT:CONFIG")

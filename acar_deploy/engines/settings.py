@@ -14,11 +14,13 @@ from acar_deploy.errors import InputError
 class Runtime(str, Enum):
     ORT = "ort"
     TRT = "trt"
+    OPENVINO = "openvino"
 
 
 class Precision(str, Enum):
     FP32 = "fp32"
     FP16 = "fp16"
+    BF16 = "bf16"  # OpenVINO only: an inference-precision hint on the fp32 graph
     INT8 = "int8"
 
 
@@ -97,6 +99,26 @@ class TrtPolicy:
     timing_cache: Path | None = Path(defaults.TIMING_CACHE_FILE)
 
 
+class OpenVinoInt8Method(str, Enum):
+    NNCF = "nncf"  # NNCF post-training quantization of the fp32 graph
+    QDQ = "qdq"  # our calibrated ONNX Runtime QDQ graph, read by OpenVINO
+
+
+@dataclass(frozen=True)
+class OpenVinoPolicy:
+    """How an OpenVINO engine is made and compiled (CPU, latency: one stream, one request)."""
+
+    int8_method: OpenVinoInt8Method = OpenVinoInt8Method(defaults.OPENVINO_INT8_METHOD)
+    nncf_preset: str = defaults.NNCF_PRESET  # "performance" (symmetric) or "mixed" (asymmetric activations)
+    nncf_fast_bias_correction: bool = defaults.NNCF_FAST_BIAS_CORRECTION
+    device: str = defaults.OPENVINO_DEVICE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "int8_method", OpenVinoInt8Method(self.int8_method))
+        if self.nncf_preset not in ("performance", "mixed"):
+            raise InputError(f"NNCF preset {self.nncf_preset!r}: use performance or mixed")
+
+
 @dataclass(frozen=True)
 class BuildSettings:
     """Everything `build_engine` needs; the CLI fills it from its options."""
@@ -109,11 +131,16 @@ class BuildSettings:
     fp16: Fp16Policy = field(default_factory=Fp16Policy)
     int8: Int8Policy = field(default_factory=Int8Policy)
     trt: TrtPolicy = field(default_factory=TrtPolicy)
+    openvino: OpenVinoPolicy = field(default_factory=OpenVinoPolicy)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "export_dir", Path(self.export_dir))
         object.__setattr__(self, "runtime", Runtime(self.runtime))
         object.__setattr__(self, "precision", Precision(self.precision))
+        if self.precision == Precision.BF16 and self.runtime != Runtime.OPENVINO:
+            raise InputError(f"--precision bf16 is an OpenVINO precision; for --runtime {self.runtime.value} use fp16")
+        if self.precision == Precision.FP16 and self.runtime == Runtime.OPENVINO:
+            raise InputError("--runtime openvino on a CPU: use --precision fp32, bf16 or int8 (fp16 is a GPU precision)")
         if self.out_dir is not None:
             object.__setattr__(self, "out_dir", Path(self.out_dir))
 

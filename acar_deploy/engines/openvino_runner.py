@@ -1,0 +1,137 @@
+"""OpenVINO runner: runs an OpenVINO engine folder (IR per part, fp32 / bf16 / int8) on the CPU.
+
+Compiled for latency: one stream, one infer request per part, `INFERENCE_NUM_THREADS` threads, the
+precision hint recorded in engine.json, and the folder's `cache/` as OpenVINO's `CACHE_DIR` (when
+writable). The precision OpenVINO really uses is read back from the compiled model into
+`metadata["inference_precision"]`: a bf16 engine on a CPU without native bf16 runs fp32 and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acar_deploy.engines import defaults
+from acar_deploy.engines.folders import EngineFolder, num_classes_of
+from acar_deploy.engines.ort import choose_graph
+from acar_deploy.engines.runner import Runner, timed
+from acar_deploy.errors import InputError
+
+
+@dataclass(frozen=True)
+class OpenVinoSessionSettings:
+    """Threads and graph choice; everything else comes from the engine's recorded compile options."""
+
+    num_threads: int = 0  # 0 = OpenVINO's default (all cores)
+    graph: str = "auto"  # "split", "fused" or "auto" (split when present)
+    use_cache: bool = True  # compile through the engine folder's cache/ (skipped when read-only)
+    compile_overrides: tuple[tuple[str, str], ...] = ()  # extra OpenVINO properties, e.g. (("ENABLE_CPU_PINNING", "NO"),)
+
+
+class OpenVinoRunner(Runner):
+    """`OpenVinoRunner("engines/acar_tiny-openvino-int8", num_threads=2)`."""
+
+    def __init__(self, path: str | Path, settings: OpenVinoSessionSettings | None = None, **overrides: Any):
+        settings = settings or OpenVinoSessionSettings()
+        if overrides:
+            settings = replace(settings, **overrides)
+        self.path = Path(path)
+        self.settings = settings
+        folder = EngineFolder.load(self.path)
+        if folder.runtime != "openvino":
+            raise InputError(f"{self.path}/engine.json: runtime is {folder.runtime!r}; open it with open_runner()")
+        record = folder.engine.get("openvino")
+        if not isinstance(record, dict) or not isinstance(record.get("compile_options"), dict):
+            raise InputError(f"{self.path}/engine.json: 'openvino.compile_options' is missing; rebuild the engine")
+        self.folder = folder
+        self.record = record
+        self._split = choose_graph(folder.parts, settings.graph, self.path)
+        super().__init__(f"openvino-{folder.precision}:{self.path.name}", num_classes_of(folder.manifest, folder.parts))
+        self.metadata.update({"runtime": "openvino", "precision": folder.precision,
+                              "graph": "split" if self._split else "fused"})
+        self._requests: dict[str, Any] = {}
+        self._outputs: dict[str, list[str]] = {}
+
+    @property
+    def split(self) -> bool:
+        return self._split
+
+    def compile_properties(self) -> dict[str, Any]:
+        options: dict[str, Any] = dict(self.record["compile_options"])
+        if self.settings.num_threads:
+            options["INFERENCE_NUM_THREADS"] = int(self.settings.num_threads)
+        cache = self.path / str(self.record.get("cache_dir") or defaults.OPENVINO_CACHE_DIR)
+        if self.settings.use_cache and cache.is_dir() and os.access(cache, os.W_OK):
+            options["CACHE_DIR"] = str(cache)
+        options.update(dict(self.settings.compile_overrides))
+        return options
+
+    def _activate(self) -> None:
+        from acar_deploy.engines.openvino_build import bf16_fallback_warning, cpu_capabilities, import_openvino
+
+        ov = import_openvino(f"running {self.path}")
+        core = ov.Core()
+        device = str(self.record.get("build_device", {}).get("device") or defaults.OPENVINO_DEVICE)
+        options = self.compile_properties()
+        names = ("backbone", "head") if self._split else ("fused",)
+        compiled = {}
+        for name in names:
+            try:
+                compiled[name] = core.compile_model(str(self.folder.graph_path(name)), device, options)
+            except RuntimeError as exc:
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                raise InputError(f"{self.folder.graph_path(name)}: OpenVINO cannot compile it: "
+                                 f"{lines[-1] if lines else exc}") from None
+        self._requests = {n: c.create_infer_request() for n, c in compiled.items()}
+        self._outputs = {n: [o.get_any_name() for o in c.outputs] for n, c in compiled.items()}
+        first = compiled[names[0]]
+        cpu = cpu_capabilities(core, device)
+        hint = first.get_property("INFERENCE_PRECISION_HINT")
+        effective = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        self.metadata.update({
+            "provider": f"OpenVINO {device}",
+            "device": device.lower(),
+            "cpu": cpu["name"],
+            "bf16_native": cpu["bf16_native"],
+            "inference_precision": effective,
+            "compile_options": {k: str(v) for k, v in options.items()},
+            "threads": {"inference_num_threads": int(first.get_property("INFERENCE_NUM_THREADS")),
+                        "num_streams": str(first.get_property("NUM_STREAMS"))},
+        })
+        if self.folder.precision == "bf16" and not cpu["bf16_native"]:
+            self.metadata["warning"] = bf16_fallback_warning(cpu["name"])
+            warnings.warn(f"{self.path}: {self.metadata['warning']}", stacklevel=2)
+        self.metadata["versions"]["openvino"] = ov.__version__
+
+    def _close(self) -> None:
+        self._requests = {}
+
+    def _run(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        request = self._requests[part]
+        wanted = {i.get_any_name() for i in request.model_inputs}
+        request.infer({k: v for k, v in feeds.items() if k in wanted})
+        return {name: request.get_tensor(name).data.copy() for name in self._outputs[part]}
+
+    def _infer_split(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        stages: dict[str, float] = {}
+        context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
+        outputs = timed(stages, "head", self._run, "head", {"context": context, "rois": rois})
+        self.last_stage_times = stages
+        return outputs
+
+    def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        stages: dict[str, float] = {}
+        outputs = timed(stages, "head", self._run, "head", {"context": context, "rois": rois})
+        self.last_stage_times = stages
+        return outputs
+
+    def _infer_fused(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        stages: dict[str, float] = {}
+        outputs = timed(stages, "fused", self._run, "fused", {"clips": clips, "rois": rois})
+        self.last_stage_times = stages
+        return outputs
