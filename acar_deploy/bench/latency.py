@@ -35,6 +35,9 @@ from acar_deploy.bench.stats import PERCENTILE_METHOD_NOTE, LatencyStats, summar
 from acar_deploy.errors import InputError
 
 EAGER = "eager"
+# Reference rows built from the eager model itself, named among the engines: bf16 autocast, plain or
+# with channels-last weights (`acar-deploy bench ENGINE... eager-bf16 eager-bf16-cl`).
+EAGER_BF16_ROWS = {"eager-bf16": False, "eager-bf16-cl": True}
 # Stage keys a runner may report, in display order; anything else is shown after them.
 STAGE_ORDER = ("preprocess", "h2d", "backbone", "head", "d2h")
 NOT_STAGES = ("wall", "total")  # whole-call times some runners add next to their stages  # SlowFast output stride with the dilated res5 (official ACAR backbone)
@@ -359,7 +362,8 @@ def open_benchmark_runners(settings: BenchSettings) -> tuple[dict[str, Runner], 
     from acar_deploy.model.checkpoint import load_model
     from acar_deploy.model.config import get_config
 
-    engine_runners = [(source, open_engine_runner(source, settings.threads)) for source in settings.engines]
+    engine_runners = [(source, open_engine_runner(source, settings.threads))
+                      for source in settings.engines if source not in EAGER_BF16_ROWS]
     if settings.checkpoint is not None:
         model = load_model(settings.checkpoint, settings.config)
         config = model.config
@@ -373,13 +377,22 @@ def open_benchmark_runners(settings: BenchSettings) -> tuple[dict[str, Runner], 
         torch.manual_seed(settings.seed)
         model = build_model(config).eval()
     eager = EagerRunner(model, name=EAGER, num_threads=settings.threads)
+    for source in settings.engines:
+        if source in EAGER_BF16_ROWS:
+            import copy
+
+            from acar_deploy.engines.eager_bf16 import EagerBf16Runner
+
+            bf16_model = copy.deepcopy(model) if EAGER_BF16_ROWS[source] else model  # channels-last converts weights
+            engine_runners.append((source, EagerBf16Runner(bf16_model, name=source, num_threads=settings.threads,
+                                                           channels_last=EAGER_BF16_ROWS[source])))
 
     runners: dict[str, Runner] = {EAGER: eager}
     sources: dict[str, str] = {
         EAGER: f"eager:{settings.checkpoint}" if settings.checkpoint else "eager (seeded random weights)"
     }
     for source, runner in engine_runners:
-        name = runtime_label(runner, source)
+        name = source if source in EAGER_BF16_ROWS else runtime_label(runner, source)
         if name in runners:  # e.g. an export folder and an fp32 engine: both "ort-fp32"
             name = f"{name}:{Path(source).name}"
         base, n = name, 2

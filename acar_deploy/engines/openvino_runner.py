@@ -18,6 +18,7 @@ import numpy as np
 
 from acar_deploy.engines import defaults
 from acar_deploy.engines.folders import EngineFolder, num_classes_of
+from acar_deploy.engines.openvino_build import bf16_fallback_warning, cpu_capabilities, import_openvino
 from acar_deploy.engines.ort import choose_graph
 from acar_deploy.engines.runner import Runner, timed
 from acar_deploy.errors import InputError
@@ -72,8 +73,6 @@ class OpenVinoRunner(Runner):
         return options
 
     def _activate(self) -> None:
-        from acar_deploy.engines.openvino_build import bf16_fallback_warning, cpu_capabilities, import_openvino
-
         ov = import_openvino(f"running {self.path}")
         core = ov.Core()
         device = str(self.record.get("build_device", {}).get("device") or defaults.OPENVINO_DEVICE)
