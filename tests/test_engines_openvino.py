@@ -234,3 +234,16 @@ def test_bench_adds_the_eager_bf16_row():
                                          warmup=0, iters=1, threads=1, count_flops=False, plots=False), progress=False)
     row = result.runtime("eager-bf16")
     assert row.at(2).ratio_to_eager is not None and row.at(2).ratio_to_eager > 0
+
+
+def test_cli_build_refuses_bf16_for_onnx_runtime_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from acar_deploy.cli.main import app
+
+    export = tiny_export(parts="split")
+    result = CliRunner().invoke(app, ["build", str(export.export_dir), "--runtime", "ort", "--precision", "bf16",
+                                      "--out", str(tmp_path / "e")])
+    assert result.exit_code == 2
+    assert "bf16 is an OpenVINO precision" in result.stderr and result.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "e").exists()
