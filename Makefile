@@ -11,7 +11,7 @@ $(BIN)/acar-deploy: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev]' $(TORCH)
+	$(BIN)/pip install -q -e '.[dev,openvino]' $(TORCH)
 	@touch $@
 
 venv: $(BIN)/acar-deploy

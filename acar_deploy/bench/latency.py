@@ -33,6 +33,7 @@ from acar_deploy.bench.flops import count_flops
 from acar_deploy.bench.inputs import BenchInputs, make_inputs, time_preprocess
 from acar_deploy.bench.results import (
     EAGER,
+    EAGER_BF16_ROWS,
     NOT_STAGES,
     STAGE_ORDER,
     ActorCountResult,
@@ -75,9 +76,11 @@ def open_benchmark_runners(settings: BenchSettings) -> tuple[dict[str, Runner], 
     from acar_deploy.model.config import get_config
 
     for source in settings.engines:
-        verify_folder(source)
+        if source not in EAGER_BF16_ROWS:
+            verify_folder(source)
     options = bench_runner_options(settings.threads)
-    engine_runners = [(source, open_runner(source, options)) for source in settings.engines]
+    engine_runners = [(source, open_runner(source, options))
+                      for source in settings.engines if source not in EAGER_BF16_ROWS]
     if settings.checkpoint is not None:
         model = load_model(settings.checkpoint, settings.config)
         config = model.config
@@ -91,13 +94,22 @@ def open_benchmark_runners(settings: BenchSettings) -> tuple[dict[str, Runner], 
         torch.manual_seed(settings.seed)
         model = build_model(config).eval()
     eager = EagerRunner(model, name=EAGER, options=options)
+    for source in settings.engines:
+        if source in EAGER_BF16_ROWS:
+            import copy
+
+            from acar_deploy.engines.runners.eager_bf16 import EagerBf16Runner
+
+            bf16_model = copy.deepcopy(model) if EAGER_BF16_ROWS[source] else model  # channels-last converts weights
+            engine_runners.append((source, EagerBf16Runner(bf16_model, name=source, options=options,
+                                                           channels_last=EAGER_BF16_ROWS[source])))
 
     runners: dict[str, Runner] = {EAGER: eager}
     sources: dict[str, str] = {
         EAGER: f"eager:{settings.checkpoint}" if settings.checkpoint else "eager (seeded random weights)"
     }
     for source, runner in engine_runners:
-        name = runtime_label(runner)
+        name = source if source in EAGER_BF16_ROWS else runtime_label(runner)
         if name in runners:  # e.g. an export folder and an fp32 engine: both "ort-fp32"
             name = f"{name}:{Path(source).name}"
         base, n = name, 2

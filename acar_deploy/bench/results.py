@@ -14,6 +14,9 @@ from acar_deploy.bench.stats import PERCENTILE_METHOD_NOTE, LatencyStats
 from acar_deploy.errors import InputError
 
 EAGER = "eager"
+# Reference rows built from the eager model itself, named among the engines: bf16 autocast, plain or
+# with channels-last weights (`acar-deploy bench ENGINE... eager-bf16 eager-bf16-cl`).
+EAGER_BF16_ROWS = {"eager-bf16": False, "eager-bf16-cl": True}
 # Stage keys a runner may report, in display order; anything else is shown after them.
 STAGE_ORDER = ("preprocess", "h2d", "backbone", "head", "d2h")
 NOT_STAGES = ("wall", "total")  # whole-call times some runners add next to their stages

@@ -1,7 +1,8 @@
 """`build_engine(BuildSettings) -> EngineInfo`: export folder -> engine folder, atomically.
 
 ONNX Runtime engines hold the ready-to-run graph(s) under the export's part file names; TensorRT
-engines hold one serialized plan per part (`<part>.plan`), built through the engine cache. Both get
+engines hold one serialized plan per part (`<part>.plan`), built through the engine cache; OpenVINO
+engines hold one IR per part (`<part>.xml` + `.bin`) and a compiled-model cache. All get
 `engine.json` (hashes, precision policy, calibration, versions, settings) and a copy of manifest.json.
 """
 
@@ -46,6 +47,10 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
 
         refuse_int8_plugin_exports(export)
     trt_context = _tensorrt_context(settings) if settings.runtime == Runtime.TRT else None
+    if settings.runtime == Runtime.OPENVINO:  # fail before calibrating when the extra is missing
+        from acar_deploy.engines.builds.openvino import import_openvino
+
+        import_openvino("building an OpenVINO engine")
     calibration = _calibration_set(settings, export) if settings.precision == Precision.INT8 else None
     started = time.perf_counter()
     part_records: dict[str, dict[str, Any]] = {}
@@ -71,6 +76,15 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
                 target = tmp / part.file
                 _save_graph(graph, target)
                 record["file"] = part.file
+            elif settings.runtime == Runtime.OPENVINO:
+                from acar_deploy.engines.builds.openvino import uses_qdq_graph, write_openvino_part
+
+                nncf_feeds = None
+                if calibration is not None and not uses_qdq_graph(settings):
+                    nncf_feeds = _part_feeds(part, calibration, context_feeds)
+                target, extra = write_openvino_part(settings, name, graph, nncf_feeds, tmp)
+                record.update(extra)
+                record["file"] = target.name
             else:
                 from acar_deploy.engines.builds.trt_builder import build_part_plan
 
@@ -107,6 +121,11 @@ def _precision_graph(
     """The graph this part runs at the requested precision, and its precision record."""
     if settings.precision == Precision.FP32:
         return source, {}
+    if settings.runtime == Runtime.OPENVINO:
+        from acar_deploy.engines.builds.openvino import uses_qdq_graph
+
+        if not uses_qdq_graph(settings):  # bf16 is a compile hint; NNCF quantizes the IR itself
+            return source, {}
     if settings.precision == Precision.FP16:
         if settings.runtime == Runtime.TRT:
             from acar_deploy.engines.builds.trt_builder import fp16_graph_for_tensorrt
@@ -174,13 +193,21 @@ def _tensorrt_context(settings: BuildSettings) -> dict[str, Any]:
     return {"trt": trt, "version": trt.__version__, "gpu_name": name, "compute_capability": capability}
 
 
-def _versions(trt_context: dict[str, Any] | None) -> dict[str, str]:
+def _versions(trt_context: dict[str, Any] | None, settings: BuildSettings) -> dict[str, str]:
     import onnx
     import onnxruntime
 
     versions = {"acar_deploy": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     if trt_context is not None:
         versions["tensorrt"] = trt_context["version"]
+    if settings.runtime == Runtime.OPENVINO:
+        import openvino
+
+        versions["openvino"] = openvino.__version__
+        if settings.precision == Precision.INT8 and settings.openvino.int8_method.value == "nncf":
+            import nncf
+
+            versions["nncf"] = nncf.__version__
     return versions
 
 
@@ -203,11 +230,15 @@ def _engine_json(
         "parts": parts,
         "precision_policy": _policy_summary(settings),
         "calibration": calibration.to_json() | {"method": settings.int8.calib_method.value} if calibration else None,
-        "versions": _versions(trt_context),
+        "versions": _versions(trt_context, settings),
         "build_time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "build_seconds": round(seconds, 3),
         "settings": settings.to_json(),
     }
+    if settings.runtime == Runtime.OPENVINO:
+        from acar_deploy.engines.builds.openvino import openvino_record
+
+        data["openvino"] = openvino_record(settings)
     if trt_context is not None:
         data["gpu"] = {"name": trt_context["gpu_name"], "compute_capability": trt_context["compute_capability"]}
     return data
@@ -218,6 +249,11 @@ def _policy_summary(settings: BuildSettings) -> dict[str, Any]:
         return {"kind": "fp32"}
     if settings.precision == Precision.FP16:
         return {"kind": "fp16 with fp32 islands, fp32 inputs/outputs", **settings.to_json()["fp16"]}
+    if settings.precision == Precision.BF16:
+        return {"kind": "bf16 OpenVINO inference precision hint on the fp32 graph"}
+    if settings.runtime == Runtime.OPENVINO and settings.openvino.int8_method.value == "nncf":
+        return {"kind": "int8 NNCF post-training quantization of the fp32 graph", **settings.to_json()["int8"],
+                **settings.to_json()["openvino"]}
     return {"kind": "int8 QDQ, per-channel weights", **settings.to_json()["int8"]}
 
 

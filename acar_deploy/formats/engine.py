@@ -104,6 +104,14 @@ class EngineRecord:
         gpu = self.data.get("gpu")
         return gpu if isinstance(gpu, dict) else {}
 
+    @property
+    def openvino(self) -> dict[str, Any]:
+        """The `openvino` section of an OpenVINO engine (compile options, cache dir, build CPU)."""
+        section = self.data.get("openvino")
+        if not isinstance(section, dict) or not isinstance(section.get("compile_options"), dict):
+            raise InputError(f"{self.path}: field 'openvino.compile_options' is missing or not an object; {_FIX}")
+        return section
+
     def profile_max(self, dim: str) -> int:
         """settings.trt.<dim>.max (`clips` or `rois`) of a TensorRT build; 0 when not recorded."""
         trt = (self.data.get("settings") or {}).get("trt") or {}

@@ -42,6 +42,10 @@ def open_runner(source: str | Path, options: RunnerOptions = RunnerOptions()) ->
             from acar_deploy.engines.runners.trt import TrtRunner
 
             return TrtRunner(path, options)
+        if runtime == Runtime.OPENVINO:
+            from acar_deploy.engines.runners.openvino import OpenVinoRunner
+
+            return OpenVinoRunner(path, options)
         raise InputError(f"{path / ENGINE_FILE}: no runner for runtime {runtime.value!r} here; rebuild with `acar-deploy build`")
     if not path.exists():
         raise InputError(f"{path}: does not exist; pass an export folder, an engine folder or eager:CKPT:CONFIG")
