@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from engine_support import sample_feeds, write_npz_calibration
 
+from acar_deploy.artifacts import sha256_file
 from acar_deploy.engines import (
     BuildSettings,
     EagerRunner,
@@ -210,6 +211,10 @@ def test_parity_gate_fails_a_damaged_openvino_engine(parity_setup, tmp_path):
             noisy = (w * (1 + 0.2 * rng.standard_normal(w.shape))).astype(np.float32)
             init.CopyFrom(numpy_helper.from_array(noisy, init.name))
     onnx.save(head, str(damaged_export / "head.onnx"))
+    # A badly trained/exported model, recorded as exported: the manifest lists the damaged graph's sha256.
+    manifest = json.loads((damaged_export / "manifest.json").read_text())
+    manifest["parts"]["head"]["sha256"] = sha256_file(damaged_export / "head.onnx")
+    (damaged_export / "manifest.json").write_text(json.dumps(manifest))
     engine = build_engine(BuildSettings(damaged_export, runtime="openvino", out_dir=tmp_path / "damaged"),
                           progress=False).path
     with pytest.raises(ParityGateFailed) as failed:
