@@ -35,6 +35,7 @@ def _root(
 
 # Each command module registers its commands on `app` (one import line per group).
 # (command imports follow)
+from acar_deploy.cli import bank as _bank  # noqa: E402,F401
 from acar_deploy.cli import bench as _bench  # noqa: E402,F401
 from acar_deploy.cli import build as _build  # noqa: E402,F401
 from acar_deploy.cli import demo as _demo  # noqa: E402,F401
