@@ -31,6 +31,9 @@ def synth(
     frames: Annotated[
         bool, typer.Option("--frames", help="Also write frame folders <id>/<id>_%06d.jpg and train from them.")
     ] = False,
+    temporal: Annotated[
+        bool, typer.Option("--temporal", help="Add a watch-TV event that only the clip of one keyframe shows (for the feature bank).")
+    ] = False,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="Print text or JSON.")] = OutputFormat.text,
     force: Annotated[bool, typer.Option(help="Replace an existing OUT_DIR.")] = False,
 ) -> None:
@@ -40,7 +43,7 @@ def synth(
     width, height = parse_size(size)
     result = synthesize(
         SynthSettings(out_dir=out_dir, videos=videos, seconds=seconds, seed=seed, width=width, height=height,
-                      frame_folders=frames, force=force)
+                      frame_folders=frames, force=force, temporal=temporal)
     )
     summary = {
         "out_dir": str(result.out_dir),
