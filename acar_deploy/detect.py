@@ -60,6 +60,7 @@ def predict_keyframes(model: Any, loader: Any, device: Any, progress: Any = None
     """Run the model over a keyframe loader; one BoxScores per surviving box, sample then box order."""
     import torch
 
+    from acar_deploy.bank.dataset import bank_inputs
     from acar_deploy.model.scores import action_scores
 
     model.eval()
@@ -69,7 +70,7 @@ def predict_keyframes(model: Any, loader: Any, device: Any, progress: Any = None
                 progress()
             if batch["rois"].shape[0] == 0:
                 continue
-            logits = model(batch["clips"].to(device), batch["rois"].to(device))
+            logits = model(batch["clips"].to(device), batch["rois"].to(device), *bank_inputs(batch, device))
             scores = action_scores(logits.float()).cpu().numpy()
             row = 0
             for vid, ts, boxes in zip(batch["video_ids"], batch["timestamps"], batch["boxes"], strict=True):
@@ -102,9 +103,11 @@ class SplitEvaluation:
 
 def evaluate_split(
     model: Any, data: Any, spec: Any, device: Any, predictions_out: Path, workers: int = 0,
-    min_score: float = DEFAULT_SCORE_THRESHOLD,
+    min_score: float = DEFAULT_SCORE_THRESHOLD, bank: Any = None,
 ) -> SplitEvaluation:
-    """Predict the val split of a dataset folder, write the CSV, and score it with the AVA frame-mAP."""
+    """Predict the val split of a dataset folder, write the CSV, and score it with the AVA frame-mAP.
+
+    `bank` (a `FeatureBank` of the val split) is required by, and only used with, an acfb model."""
     import torch
 
     from acar_deploy.data.ava_csv import (
@@ -120,7 +123,16 @@ def evaluate_split(
     class_ids = model_class_ids(model.config.head.num_classes)
     dataset = KeyframeDataset(data.val_keyframes(min_score), data.media_dir, class_ids, spec=spec,
                               start_seconds=data.start_seconds)
-    loader = make_loader(dataset, 1, shuffle=False, num_workers=workers)
+    collate = None
+    if bank is not None:
+        from acar_deploy.bank.dataset import BankKeyframeDataset, collate_with_bank
+
+        head = model.config.head
+        dataset = BankKeyframeDataset(dataset, bank, head.bank_window, head.bank_causal)  # type: ignore[assignment]
+        collate = collate_with_bank
+    elif model.config.head.type == "acfb":
+        raise InputError("an acfb model needs the val split's feature bank (acar-deploy bank extract --split val)")
+    loader = make_loader(dataset, 1, shuffle=False, num_workers=workers, collate=collate)
     devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # validation must not move the training RNG streams
         results = list(predict_keyframes(model, loader, device))

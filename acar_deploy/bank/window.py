@@ -44,6 +44,9 @@ class FeatureBank:
         self.video_ids = {v.video_id for v in self.manifest.videos}
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
+    def __getstate__(self) -> dict:  # decoding workers re-open the memory maps instead of copying them
+        return {**self.__dict__, "_arrays": {}}
+
     def arrays(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
         if video_id not in self._arrays:
             if video_id not in self.video_ids:

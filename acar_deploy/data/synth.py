@@ -299,6 +299,7 @@ def synthesize(settings: SynthSettings) -> SynthResult:
         write_proposals,
     )
     from acar_deploy.data.labelmap import LabelMap, write_labelmap
+    from acar_deploy.model.config import HeadConfig
 
     if settings.videos < 2:
         raise InputError(f"--videos {settings.videos}: need at least 2 videos (one for train, one for val)")
@@ -406,7 +407,9 @@ def synthesize(settings: SynthSettings) -> SynthResult:
                 fh.write("# The synthetic config with an Actor-Context Feature Bank head (train with --bank).\n")
                 acfb = synth_config_dict()
                 acfb["name"] = "acfb_tiny_synth"
-                acfb["head"]["type"] = "acfb"
+                bank = HeadConfig()
+                acfb["head"].update(type="acfb", bank_window=bank.bank_window, bank_causal=bank.bank_causal,
+                                    bank_precision=bank.bank_precision)
                 yaml.safe_dump(acfb, fh, sort_keys=False)
         (tmp / files["parity_thresholds"]).write_text(SYNTH_PARITY_THRESHOLDS, encoding="utf-8")
         write_json(

@@ -25,6 +25,7 @@ ARCH_LAYERS: dict[str, tuple[int, int, int, int]] = {
 }
 HEAD_TYPES = ("acar", "linear", "acfb")
 BANK_PRECISIONS = ("fp16", "fp32")
+BANK_KEYS = ("bank_window", "bank_causal", "bank_precision")
 DOWNSAMPLE_TYPES = ("max2x2", "none")
 
 
@@ -97,8 +98,14 @@ class ModelConfig:
     name: str = field(default="custom", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML-safe dict (tuples become lists) for checkpoints and manifests."""
-        return _plain(asdict(self))
+        """Plain JSON/YAML-safe dict (tuples become lists) for checkpoints and manifests.
+
+        The bank settings are written for acfb heads only, so other configs serialise as before."""
+        data = _plain(asdict(self))
+        if self.head.type != "acfb":
+            for key in BANK_KEYS:
+                del data["head"][key]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
