@@ -130,3 +130,27 @@ def test_fp16_bank_and_info(synth_and_checkpoint):
     assert (info.window_entries_min, info.window_entries_max) == (min(counts), max(counts))
     assert info.window_entries_mean == pytest.approx(np.mean(counts))
     assert info.entries == sum(v.entries for v in result.manifest.videos) and info.split == "val"
+
+
+def test_cli_extract_and_info(synth_and_checkpoint):
+    from typer.testing import CliRunner
+
+    from acar_deploy.cli.main import app
+
+    root, data, ckpt, _ = synth_and_checkpoint
+    out = root / "cli_bank"
+    result = CliRunner().invoke(app, ["bank", "extract", "--checkpoint", str(ckpt), "--data", str(data), "--out",
+                                      str(out), "--split", "val", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["videos"] == 1 and summary["entries"] == BankManifest.load(out).entries
+    result = CliRunner().invoke(app, ["bank", "info", str(out), "--window", "0", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["entries"] == summary["entries"] and info["window_entries_max"] <= info["entries"]
+    again = CliRunner().invoke(app, ["bank", "extract", "--checkpoint", str(ckpt), "--data", str(data), "--out",
+                                     str(out), "--split", "val"])
+    assert again.exit_code == 2 and "--force" in again.output
+    (out / "bank.json").write_text("{}")
+    broken = CliRunner().invoke(app, ["bank", "info", str(out)])
+    assert broken.exit_code == 2 and "bank.json" in broken.output and "Traceback" not in broken.output

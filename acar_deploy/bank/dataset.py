@@ -38,7 +38,7 @@ class BankKeyframeDataset:
 
         item = self.keyframes[index]
         window = self.bank.window(item["video_id"], int(item["timestamp"]), self.half_width, self.causal)
-        entries = torch.from_numpy(window.features.copy())
+        entries = torch.from_numpy(window.features)
         item["bank"] = entries.flip(-1) if item["flip"] else entries
         return item
 

@@ -25,7 +25,7 @@ def window_slice(timestamps: np.ndarray, timestamp: int, half_width: int, causal
 
 @dataclass(frozen=True)
 class BankWindow:
-    """The entries one keyframe may attend: features `[m, C, h, w]`, timestamps `[m]`, boxes `[m, 4]`."""
+    """The entries one keyframe may attend (in-memory copies): features `[m, C, h, w]`, timestamps, boxes."""
 
     features: np.ndarray
     timestamps: np.ndarray
@@ -58,8 +58,8 @@ class FeatureBank:
     def window(self, video_id: str, timestamp: int, half_width: int, causal: bool = False) -> BankWindow:
         features, index = self.arrays(video_id)
         rows = window_slice(index["timestamp"], timestamp, half_width, causal)
-        return BankWindow(np.asarray(features[rows]), np.asarray(index["timestamp"][rows]),
-                          np.asarray(index["box"][rows]))
+        # np.array copies: the window is read from disk here, not lazily by whoever uses it
+        return BankWindow(np.array(features[rows]), np.array(index["timestamp"][rows]), np.array(index["box"][rows]))
 
 
 __all__ = ["BankWindow", "FeatureBank", "window_slice"]
