@@ -35,6 +35,7 @@ class DetectSettings:
     top_k: int = 3
     device: str = "cpu"
     force: bool = False
+    bank: Path | None = None  # acfb models: a feature bank holding this video (acar-deploy bank extract)
 
 
 @dataclass
@@ -123,15 +124,9 @@ def evaluate_split(
     class_ids = model_class_ids(model.config.head.num_classes)
     dataset = KeyframeDataset(data.val_keyframes(min_score), data.media_dir, class_ids, spec=spec,
                               start_seconds=data.start_seconds)
-    collate = None
-    if bank is not None:
-        from acar_deploy.bank.dataset import BankKeyframeDataset, collate_with_bank
+    from acar_deploy.bank.dataset import with_bank
 
-        head = model.config.head
-        dataset = BankKeyframeDataset(dataset, bank, head.bank_window, head.bank_causal)  # type: ignore[assignment]
-        collate = collate_with_bank
-    elif model.config.head.type == "acfb":
-        raise InputError("an acfb model needs the val split's feature bank (acar-deploy bank extract --split val)")
+    dataset, collate = with_bank(dataset, model.config, bank)
     loader = make_loader(dataset, 1, shuffle=False, num_workers=workers, collate=collate)
     devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # validation must not move the training RNG streams
@@ -193,7 +188,11 @@ def detect(settings: DetectSettings) -> DetectResult:
     class_ids = model_class_ids(model.config.head.num_classes)
     dataset = KeyframeDataset(keyframes, media.parent, class_ids, spec=spec, start_seconds=settings.start_seconds)
     dataset._sources[video_id] = source  # the given file/folder, whatever its name (the only video)
-    loader = make_loader(dataset, 1, shuffle=False, num_workers=0)
+    from acar_deploy.bank.dataset import open_bank_for, with_bank
+
+    bank = open_bank_for(settings.bank, model.config, None) if settings.bank is not None else None
+    dataset, collate = with_bank(dataset, model.config, bank)
+    loader = make_loader(dataset, 1, shuffle=False, num_workers=0, collate=collate)
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:

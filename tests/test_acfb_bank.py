@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +158,19 @@ def test_cli_extract_and_info(synth_and_checkpoint):
     (out / "bank.json").write_text("{}")
     broken = CliRunner().invoke(app, ["bank", "info", str(out)])
     assert broken.exit_code == 2 and "bank.json" in broken.output and "Traceback" not in broken.output
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun smoke test on Linux CI only")
+def test_torchrun_two_gloo_processes_write_the_same_bank(synth_and_checkpoint):
+    root, data, ckpt, _ = synth_and_checkpoint
+    single = root / "full"
+    if not single.exists():
+        extract_bank(ExtractSettings(checkpoint=ckpt, data=data, out=single, precision="fp32", progress=False))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "acar_deploy", "bank", "extract",
+         "--checkpoint", str(ckpt), "--data", str(data), "--out", str(root / "ddp"), "--precision", "fp32"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _video_hashes(BankManifest.load(root / "ddp")) == _video_hashes(BankManifest.load(single))

@@ -105,3 +105,34 @@ def test_bank_option_errors(temporal_run):
     with pytest.raises(InputError, match="field 'split'"):
         train(TrainSettings(config=str(configs["config_acfb"]), data=data, out=root / "e3", bank=banks["val"],
                             val_bank=banks["val"], progress=False))
+
+
+def test_detect_with_bank_matches_evaluation(temporal_run):
+    from acar_deploy.bank.dataset import open_bank_for
+    from acar_deploy.data.ava_csv import read_predictions
+    from acar_deploy.data.clips import ClipSpec
+    from acar_deploy.data.dataset import load_dataset
+    from acar_deploy.detect import DetectSettings, detect, evaluate_split
+    from acar_deploy.model.acar import ACARModel
+    from acar_deploy.model.checkpoint import save_checkpoint
+    from acar_deploy.model.config import ModelConfig
+
+    root, data, configs, banks = temporal_run
+    torch.manual_seed(3)
+    config = ModelConfig.from_dict({k: v for k, v in yaml.safe_load(configs["config_acfb"].read_text()).items()
+                                    if k != "train"})
+    model = ACARModel(config).eval()
+    ckpt = save_checkpoint(model, root / "acfb_random.pt")
+    folder = load_dataset(data)
+    evaluate_split(model, folder, ClipSpec.from_model_config(config, fps=folder.fps), "cpu", root / "all.csv",
+                   bank=open_bank_for(banks["val"], config, "val"))
+    video_id = folder.val_keyframes()[0].video_id
+    settings = DetectSettings(checkpoint=ckpt, media=data / "videos" / f"{video_id}.mp4",
+                              boxes=data / "val_proposals.csv", out=root / "one.csv", bank=banks["val"])
+    detect(settings)
+    one, everything = read_predictions(root / "one.csv"), read_predictions(root / "all.csv")
+    keep = everything.video_id == video_id
+    assert len(one.score) == int(keep.sum()) > 0
+    np.testing.assert_allclose(one.score, everything.score[keep], atol=1e-3)
+    with pytest.raises(InputError, match="--bank"):
+        detect(DetectSettings(**{**settings.__dict__, "bank": None, "out": root / "two.csv"}))

@@ -64,8 +64,19 @@ def bank_inputs(batch: dict[str, Any], device: Any) -> tuple[Any, ...]:
     return batch["bank_entries"].to(device, non_blocking=True), window.to(device)
 
 
-def open_bank_for(path: Any, model_config: Any, split: str) -> FeatureBank:
-    """Open a bank and check it fits the model (channels) and the split it is used for."""
+def with_bank(dataset: KeyframeDataset, model_config: Any, bank: FeatureBank | None) -> tuple[Any, Any]:
+    """(dataset, collate) for inference: an acfb model's samples carry their window; others unchanged."""
+    if model_config.head.type != "acfb":
+        return dataset, None
+    if bank is None:
+        raise InputError("an acfb model needs a feature bank of these videos: pass --bank "
+                         "(acar-deploy bank extract --split val for the val split)")
+    head = model_config.head
+    return BankKeyframeDataset(dataset, bank, head.bank_window, head.bank_causal), collate_with_bank
+
+
+def open_bank_for(path: Any, model_config: Any, split: str | None) -> FeatureBank:
+    """Open a bank and check it fits the model (channels) and, unless None, the split it is used for."""
     path = Path(path)
     bank = FeatureBank(path)
     channels = bank.manifest.feature_shape[0]
@@ -75,9 +86,9 @@ def open_bank_for(path: Any, model_config: Any, split: str) -> FeatureBank:
     if channels != model_config.head.hidden_dim:
         raise InputError(f"{path / 'bank.json'}: field 'feature_shape' has {channels} channels but the model's "
                          f"head.hidden_dim is {model_config.head.hidden_dim}; extract the bank with a matching model")
-    if bank.manifest.split != split:
+    if split is not None and bank.manifest.split != split:
         raise InputError(f"{path / 'bank.json'}: field 'split' is {bank.manifest.split!r}, expected {split!r} here")
     return bank
 
 
-__all__ = ["BankKeyframeDataset", "bank_inputs", "collate_with_bank", "open_bank_for"]
+__all__ = ["BankKeyframeDataset", "bank_inputs", "collate_with_bank", "open_bank_for", "with_bank"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +43,8 @@ def extract(
 
     result = extract_bank(ExtractSettings(checkpoint=checkpoint, data=data, out=out, config=config, split=split,
                                           precision=precision, resume=resume, force=force, device=device.value))
+    if int(os.environ.get("RANK", "0")) != 0:  # other processes of a torchrun group stay quiet
+        return
     summary = {"out": str(result.out), "videos": len(result.manifest.videos), "entries": result.manifest.entries,
                "extracted_videos": len(result.extracted), "resumed_videos": len(result.resumed)}
     if output_format is OutputFormat.json:

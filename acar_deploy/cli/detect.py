@@ -48,6 +48,7 @@ def detect(
     top_k: Annotated[int, typer.Option(help="Actions drawn per box.")] = 3,
     device: Annotated[Device, typer.Option(help="cpu or cuda.")] = Device.cpu,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="Print text or JSON.")] = OutputFormat.text,
+    bank: Annotated[Path | None, typer.Option(help="acfb models: feature bank holding this video.")] = None,
     force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Run the model on every keyframe with boxes; write AVA predictions, optionally draw the top actions."""
@@ -61,6 +62,7 @@ def detect(
             checkpoint=checkpoint, media=video if video is not None else frames, boxes=boxes, out=out,  # type: ignore[arg-type]
             config=config, render_dir=render, score_threshold=score_threshold, video_id=video_id,
             start_seconds=start_seconds, labelmap=labelmap, top_k=top_k, device=device.value, force=force,
+            bank=bank,
         )
     )
     summary = {"out": str(result.out), "video_id": result.video_id, "keyframes": result.keyframes,
