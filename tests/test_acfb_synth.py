@@ -40,8 +40,8 @@ def test_temporal_event_is_only_in_one_keyframe_clip(tmp_path):
         if number % 2:  # no event: no screen, no label
             assert on == [] and watch_ts == set()
             continue
-        # the screen is on for 0.4 s (13 frames at 30 fps) around one second r, labelled at every keyframe
-        assert len(on) == 13 and watch_ts == all_ts and len(all_ts) == 4
+        # the screen is on for 0.3 s (9 frames at 30 fps) around one second r, labelled at every keyframe
+        assert len(on) == 9 and watch_ts == all_ts and len(all_ts) == 4
         reveal = (on[0] + on[-1]) // 2 // 30
         seeing = [int(t) for t in all_ts
                   if set(clip_frame_indices(int(t), len(frames), spec)) & set(on)]
@@ -51,3 +51,16 @@ def test_temporal_event_is_only_in_one_keyframe_clip(tmp_path):
 def test_temporal_needs_five_seconds(tmp_path):
     with pytest.raises(InputError, match="--temporal"):
         synthesize(SynthSettings(tmp_path / "x", videos=2, seconds=4, temporal=True))
+
+
+@pytest.mark.parametrize("seconds", [5, 6, 9])
+def test_screen_frames_reach_only_the_clip_of_their_keyframe_for_every_position(seconds):
+    """Also at the video edges, where the official centre crop shifts the clips of the first/last keyframe."""
+    from acar_deploy.data.synth import FPS, SCREEN_SECONDS
+
+    spec = ClipSpec(num_frames=32, step=2)  # the synthetic config: 16 frames at step 2
+    frames = seconds * FPS
+    for reveal in range(1, seconds):
+        screen = {i + 1 for i in range(frames) if abs(i / FPS - reveal) <= SCREEN_SECONDS + 1e-9}
+        seeing = [t for t in range(1, seconds) if set(clip_frame_indices(t, frames, spec)) & screen]
+        assert seeing == [reveal], (seconds, reveal)

@@ -11,7 +11,7 @@ determined by what is drawn, so a model that learns from the clips can reach a h
   (only visible through the other actor: relation reasoning helps).
 
 With `temporal=True` (`--temporal`) half the videos also contain an event that only a model with
-long-term support can see at most keyframes: a "TV" (cyan screen, top left) is on for 0.4 s around
+long-term support can see at most keyframes: a "TV" (cyan band, top) is on for 0.3 s around
 one keyframe second r, and every actor of such a video is labelled watch (e.g., TV) at EVERY
 keyframe. A clip (16 frames, about +-0.5 s) shows the screen only at keyframe r, so elsewhere the
 label is only recoverable from what happened seconds earlier or later (the feature bank).
@@ -53,7 +53,7 @@ BODY_COLOURS = ((200, 60, 60), (60, 160, 70), (70, 90, 210), (170, 80, 190), (40
 TALK_RANGE = 0.5  # a facing actor talks to the nearest actor on its side within this fraction of the width
 WATCH = 61  # temporal option: "watch (e.g., TV)", a video-level event seen only around one second
 TEMPORAL_CLASSES: dict[int, str] = {WATCH: "watch (e.g., TV)"}
-SCREEN_SECONDS = 0.2  # the screen is on for |t - r| <= this
+SCREEN_SECONDS = 0.15  # on for |t - r| <= this: 9 frames, outside the clips of r +- 1 (also at video edges)
 SCREEN_COLOUR = (40, 230, 230)
 
 
@@ -195,10 +195,10 @@ def render_frame(actors: list[Actor], background: np.ndarray, t: float) -> np.nd
 
 
 def draw_screen(frame: np.ndarray) -> np.ndarray:
-    """The temporal event's "TV": a cyan rectangle in the top-left corner, above every actor."""
+    """The temporal event's "TV": a cyan band across the top of the frame, above every actor."""
     height, width = frame.shape[:2]
     out = frame.copy()
-    out[int(0.03 * height): int(0.17 * height), int(0.04 * width): int(0.24 * width)] = SCREEN_COLOUR
+    out[int(0.03 * height): int(0.19 * height), int(0.04 * width): int(0.96 * width)] = SCREEN_COLOUR
     return out
 
 
