@@ -38,6 +38,7 @@ class DetectSettings:
     device: str = "cpu"
     force: bool = False
     progress: bool = True  # a progress bar on a terminal
+    bank: Path | None = None  # acfb models: a feature bank holding this video (acar-deploy bank extract)
 
 
 @dataclass
@@ -60,20 +61,27 @@ class BoxScores:
     logits: np.ndarray  # [num_classes]
 
 
-def predict_split(runner: Runner, dataset: Any, workers: int = 0, progress: Any = None) -> list[BoxScores]:
+def predict_split(runner: Runner, dataset: Any, workers: int = 0, progress: Any = None,
+                  collate: Any = None) -> list[BoxScores]:
     """Run a runner over every keyframe of a `KeyframeDataset` (one keyframe per call): one BoxScores per
     box, keyframe then box order. The one "predict a split" loop of detect, parity and validation."""
     from acar_deploy.data.dataset import make_loader
 
     runner.activate()
     results = []
-    for batch in make_loader(dataset, 1, shuffle=False, num_workers=workers):
+    for batch in make_loader(dataset, 1, shuffle=False, num_workers=workers, collate=collate):
         if progress is not None:
             progress()
         rois = batch["rois"].numpy()
         if rois.shape[0] == 0:
             continue
-        outputs = runner.infer({"clips": batch["clips"].numpy(), "rois": rois})
+        feeds = {"clips": batch["clips"].numpy(), "rois": rois}
+        if "bank_entries" in batch:  # an acfb model: the keyframe's bank window, and which entries each box sees
+            from acar_deploy.bank.dataset import bank_inputs
+
+            entries, window = bank_inputs(batch, "cpu")
+            feeds.update(bank_entries=entries.numpy(), bank_window=window.numpy())
+        outputs = runner.infer(feeds)
         (video_id,), (timestamp,), (boxes,) = batch["video_ids"], batch["timestamps"], batch["boxes"]
         for box, scores, logits in zip(boxes, outputs["scores"], outputs["logits"], strict=True):
             results.append(BoxScores(video_id, int(timestamp), np.asarray(box, np.float32), scores, logits))
@@ -104,9 +112,11 @@ class SplitEvaluation:
 
 def evaluate_split(
     model: Any, data: Any, spec: Any, device: Any, predictions_out: Path, workers: int = 0,
-    min_score: float = DEFAULT_SCORE_THRESHOLD,
+    min_score: float = DEFAULT_SCORE_THRESHOLD, bank: Any = None,
 ) -> SplitEvaluation:
-    """Predict the val split of a dataset folder, write the CSV, and score it with the AVA frame-mAP."""
+    """Predict the val split of a dataset folder, write the CSV, and score it with the AVA frame-mAP.
+
+    `bank` (a `FeatureBank` of the val split) is required by, and only used with, an acfb model."""
     import torch
 
     from acar_deploy.data.ava_csv import (
@@ -122,9 +132,12 @@ def evaluate_split(
     class_ids = model_class_ids(model.config.head.num_classes)
     dataset = KeyframeDataset(data.val_keyframes(min_score), data.media_dir, class_ids, spec=spec,
                               start_seconds=data.start_seconds)
+    from acar_deploy.bank.dataset import with_bank
+
+    dataset, collate = with_bank(dataset, model.config, bank)
     devices = [device] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # validation must not move the training RNG streams
-        results = predict_split(EagerRunner(model, name="eager:validation"), dataset, workers)
+        results = predict_split(EagerRunner(model, name="eager:validation"), dataset, workers, collate=collate)
     write_predictions(predictions_table(results, class_ids), predictions_out)
     gt = read_annotations(data.path("val_annotations"))
     exclusions = read_exclusions(data.path("val_exclusions")) if data.path("val_exclusions") else None
@@ -185,12 +198,15 @@ def detect(settings: DetectSettings) -> DetectResult:
     class_ids = model_class_ids(model.config.head.num_classes)
     dataset = KeyframeDataset(keyframes, media.parent, class_ids, spec=spec, start_seconds=settings.start_seconds)
     dataset._sources[video_id] = source  # the given file/folder, whatever its name (the only video)
+    from acar_deploy.bank.dataset import open_bank_for, with_bank
+
+    bank = open_bank_for(settings.bank, model.config, None) if settings.bank is not None else None
+    dataset, collate = with_bank(dataset, model.config, bank)
     from acar_deploy.progress import progress_bar
 
     with runner, progress_bar(settings.progress) as progress:
         task = progress.add_task(f"detecting {video_id}", total=len(dataset))
-        results = predict_split(runner, dataset, 0, lambda: progress.advance(task))
-    write_predictions(predictions_table(results, class_ids), settings.out)
+        results = predict_split(runner, dataset, 0, lambda: progress.advance(task), collate)
     rendered: list[Path] = []
     # The CSV and the renders are one output: the CSV is committed only after the renders succeed,
     # so a failed --render leaves nothing behind and a rerun needs no --force.

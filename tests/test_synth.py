@@ -166,3 +166,11 @@ def test_the_synth_model_config_is_acar_tiny_at_16_frames_and_96_pixels():
     want = replace(tiny, input=replace(tiny.input, num_frames=16, short_side=96), name="acar_tiny_synth")
     assert ModelConfig.from_dict(synth.SYNTH_MODEL_CONFIG, source="synth") == want
     assert synth.SYNTH_MODEL_CONFIG == want.to_dict()
+
+
+def test_the_synth_acfb_head_settings_are_the_config_defaults():
+    from acar_deploy.model.config import HeadConfig
+
+    defaults = HeadConfig()
+    assert synth.SYNTH_ACFB_HEAD == {"type": "acfb", "bank_window": defaults.bank_window,
+                                     "bank_causal": defaults.bank_causal, "bank_precision": defaults.bank_precision}

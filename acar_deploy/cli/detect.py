@@ -46,6 +46,7 @@ def detect(
     top_k: Annotated[int, typer.Option(min=1, help="Actions drawn per box.")] = 3,
     device: Annotated[Device, typer.Option(help="cpu or cuda.")] = Device.cpu,
     output_format: Format = OutputFormat.text,
+    bank: Annotated[Path | None, typer.Option(help="acfb models: feature bank holding this video.")] = None,
     force: Force = False,
 ) -> None:
     """Run the model on every keyframe with boxes; write AVA predictions, optionally draw the top actions.
@@ -63,6 +64,7 @@ def detect(
             config=config, render_dir=render, score_threshold=score_threshold, video_id=video_id,
             start_seconds=start_seconds, labelmap=labelmap, top_k=top_k, device=device.value, force=force,
             progress=output_format is OutputFormat.text,
+            bank=bank,
         )
     )
     summary = {"out": str(result.out), "video_id": result.video_id, "keyframes": result.keyframes,

@@ -7,6 +7,7 @@ functions, so `acar-deploy evaluate` and `--help` start quickly and never import
 from __future__ import annotations
 
 # Each command module registers its commands on `app` when imported (one import line per group).
+from acar_deploy.cli import bank as _bank  # noqa: E402,F401
 from acar_deploy.cli import bench as _bench  # noqa: E402,F401
 from acar_deploy.cli import build as _build  # noqa: E402,F401
 from acar_deploy.cli import demo as _demo  # noqa: E402,F401
@@ -23,7 +24,7 @@ from acar_deploy.cli.app import app
 from acar_deploy.cli.options import AcarCommand
 
 # `--help` lists commands in the order the data flows, not the order their modules were imported.
-PIPELINE_ORDER = ("demo", "info", "synth", "train", "detect", "evaluate", "export", "validate", "build", "bench",
+PIPELINE_ORDER = ("demo", "info", "synth", "train", "bank", "detect", "evaluate", "export", "validate", "build", "bench",
                   "parity", "triton", "serve", "triton-client")
 app.registered_commands.sort(
     key=lambda c: PIPELINE_ORDER.index(c.name) if c.name in PIPELINE_ORDER else len(PIPELINE_ORDER)

@@ -33,6 +33,9 @@ def synth(
     frame_folders: Annotated[
         bool, typer.Option("--frame-folders", help="Also write frame folders <id>/<id>_%06d.jpg and train from them.")
     ] = False,
+    temporal: Annotated[
+        bool, typer.Option("--temporal", help="Add a watch-TV event that only the clip of one keyframe shows (for the feature bank).")
+    ] = False,
     output_format: Format = OutputFormat.text,
     force: Force = False,
 ) -> None:
@@ -42,7 +45,7 @@ def synth(
     result = synthesize(
         SynthSettings(out_dir=out_dir, videos=videos, seconds=video_seconds, seed=seed, width=size.width,
                       height=size.height,
-                      frame_folders=frame_folders, force=force,
+                      frame_folders=frame_folders, force=force, temporal=temporal,
                       progress=output_format is OutputFormat.text)
     )
     summary = {

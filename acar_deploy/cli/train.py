@@ -43,6 +43,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and augmentation.")] = 0,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads per process (default: torch's choice).")] = None,
     no_val: Annotated[bool, typer.Option("--no-val", help="Skip the per-epoch validation frame-mAP.")] = False,
+    bank: Annotated[Path | None, typer.Option(help="acfb models: feature bank of the train split.")] = None,
+    val_bank: Annotated[Path | None, typer.Option(help="acfb models: feature bank of the val split.")] = None,
     output_format: Format = OutputFormat.text,
     force: Force = False,
 ) -> None:
@@ -57,7 +59,7 @@ def train(
     result = run_training(
         TrainSettings(config=config, data=data, out=out, epochs=epochs, batch_size=batch_size, resume=resume,
                       init=init, device=device.value, workers=workers, seed=seed, threads=threads, validate=not no_val,
-                      force=force, progress=output_format is OutputFormat.text)
+                      force=force, bank=bank, val_bank=val_bank, progress=output_format is OutputFormat.text)
     )
     if int(os.environ.get("RANK", "0")) != 0:  # other processes of a torchrun group stay quiet
         return

@@ -271,8 +271,11 @@ def make_loader(
     world_size: int = 1,
     seed: int = 0,
     drop_last: bool = False,
+    collate: Any = None,
 ) -> Any:
-    """A DataLoader over a DistributedSampler (also for one process, so the order depends only on seed/epoch)."""
+    """A DataLoader over a DistributedSampler (also for one process, so the order depends only on seed/epoch).
+
+    `collate` replaces `collate_keyframes` (e.g. the feature bank's, which adds each clip's window)."""
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
 
@@ -284,7 +287,7 @@ def make_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_keyframes,
+        collate_fn=collate or collate_keyframes,
         drop_last=drop_last,
         persistent_workers=False,
         multiprocessing_context="spawn" if num_workers and torch.cuda.is_available() else None,

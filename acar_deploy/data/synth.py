@@ -10,6 +10,12 @@ determined by what is drawn, so a model that learns from the clips can reach a h
 - listen to (a person): the nearest actor on the side some other actor faces is this one
   (only visible through the other actor: relation reasoning helps).
 
+With `temporal=True` (`--temporal`) half the videos also contain an event that only a model with
+long-term support can see at most keyframes: a "TV" (cyan band, top) is on for 0.3 s around
+one keyframe second r, and every actor of such a video is labelled watch (e.g., TV) at EVERY
+keyframe. A clip (16 frames, about +-0.5 s) shows the screen only at keyframe r, so elsewhere the
+label is only recoverable from what happened seconds earlier or later (the feature bank).
+
 Labels use real AVA action ids; the model keeps all 60 outputs (logit index = position of the id in
 the 60-class AVA label map, as the official code's `idx_to_class`), and the reduced label map lists
 only the 8 classes used, so evaluation averages over those.
@@ -46,6 +52,10 @@ POSES = (STAND, SIT, LIE, WALK)
 POSE_SHAPES: dict[int, tuple[float, float]] = {STAND: (0.2, 0.56), WALK: (0.2, 0.56), SIT: (0.3, 0.34), LIE: (0.46, 0.18)}
 BODY_COLOURS = ((200, 60, 60), (60, 160, 70), (70, 90, 210), (170, 80, 190), (40, 170, 180), (220, 130, 40))
 TALK_RANGE = 0.5  # a facing actor talks to the nearest actor on its side within this fraction of the width
+WATCH = 61  # temporal option: "watch (e.g., TV)", a video-level event seen only around one second
+TEMPORAL_CLASSES: dict[int, str] = {WATCH: "watch (e.g., TV)"}
+SCREEN_SECONDS = 0.15  # on for |t - r| <= this: 9 frames, outside the clips of r +- 1 (also at video edges)
+SCREEN_COLOUR = (40, 230, 230)
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,7 @@ class SynthSettings:
     frame_folders: bool = False  # also write <video>/<video>_%06d.jpg folders
     force: bool = False
     progress: bool = True  # a progress bar on a terminal
+    temporal: bool = False  # add the long-term "watch (e.g., TV)" event (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -185,6 +196,14 @@ def render_frame(actors: list[Actor], background: np.ndarray, t: float) -> np.nd
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def draw_screen(frame: np.ndarray) -> np.ndarray:
+    """The temporal event's "TV": a cyan band across the top of the frame, above every actor."""
+    height, width = frame.shape[:2]
+    out = frame.copy()
+    out[int(0.03 * height): int(0.19 * height), int(0.04 * width): int(0.96 * width)] = SCREEN_COLOUR
+    return out
+
+
 def _write_video(path: Path, frames: list[np.ndarray]) -> None:
     import av
 
@@ -252,6 +271,11 @@ SYNTH_MODEL_CONFIG: dict[str, Any] = {
 }
 
 
+# The bank head's settings at model.config.HeadConfig's defaults (a 21 s window, fp16 storage);
+# tests/test_synth.py checks they still are.
+SYNTH_ACFB_HEAD: dict[str, Any] = {"type": "acfb", "bank_window": 10, "bank_causal": False, "bank_precision": "fp16"}
+
+
 def synth_config_dict() -> dict[str, Any]:
     """A CPU-sized ACAR config for the synthetic data, plus an official-style `train:` section.
 
@@ -298,6 +322,9 @@ def synthesize(settings: SynthSettings) -> SynthResult:
         raise InputError(f"--videos {settings.videos}: need at least 2 videos (one for train, one for val)")
     if settings.seconds < 3:
         raise InputError(f"--video-seconds {settings.seconds}: need at least 3 seconds (keyframes at 1..seconds-1)")
+    if settings.temporal and settings.seconds < 5:
+        raise InputError(f"--video-seconds {settings.seconds}: --temporal needs at least 5 seconds so that most "
+                         "keyframes are seconds away from the event")
     if settings.width < 32 or settings.height < 32:
         raise InputError(f"--size {settings.height}x{settings.width}: frames must be at least 32x32 (HEIGHTxWIDTH)")
     width, height = settings.width - settings.width % 2, settings.height - settings.height % 2
@@ -311,17 +338,27 @@ def synthesize(settings: SynthSettings) -> SynthResult:
     with atomic_dir(settings.out_dir, force=settings.force) as tmp, progress_bar(settings.progress) as progress:
         (tmp / "videos").mkdir()
         task = progress.add_task("synthesizing videos", total=len(video_ids))
-        for vid in video_ids:
+        for number, vid in enumerate(video_ids):
             vrng = np.random.default_rng(rng.integers(0, 2**63))
             actors = _make_actors(vrng, width, height, settings.seconds)
             background = _background(vrng, width, height)
             frames = [render_frame(actors, background, i / FPS) for i in range(settings.seconds * FPS)]
+            event = False
+            if settings.temporal:  # own generator: the other draws stay those of the plain dataset
+                trng = np.random.default_rng([settings.seed, number, 61])
+                event = number % 2 == 0  # alternate, so both splits hold videos with and without it
+                reveal = int(trng.integers(1, settings.seconds))
+                if event:
+                    frames = [draw_screen(f) if abs(i / FPS - reveal) <= SCREEN_SECONDS + 1e-9 else f
+                              for i, f in enumerate(frames)]
             _write_video(tmp / "videos" / f"{vid}.mp4", frames)
             if settings.frame_folders:
                 _write_frame_folder(tmp / "frames" / vid, vid, frames)
             part = split[vid]
             for ts in range(1, settings.seconds):
                 labels = actor_labels(actors, float(ts), width, height)
+                if event:
+                    labels = [sorted([*ids, WATCH]) for ids in labels]
                 for pid, (actor, ids) in enumerate(zip(actors, labels, strict=True)):
                     box = _norm_box(actor.box(float(ts), width, height), width, height)
                     for action in ids:
@@ -347,7 +384,8 @@ def synthesize(settings: SynthSettings) -> SynthResult:
             "config": "config.yaml",
             "parity_thresholds": "config.parity.yaml",
         }
-        classes = sorted(SYNTH_CLASSES.items())
+        all_classes = {**SYNTH_CLASSES, **(TEMPORAL_CLASSES if settings.temporal else {})}
+        classes = sorted(all_classes.items())
         write_labelmap(LabelMap(tuple(k for k, _ in classes), tuple(v for _, v in classes)), tmp / files["labelmap"])
         for part in ("train", "val"):
             rows = gt[part]
@@ -379,6 +417,13 @@ def synthesize(settings: SynthSettings) -> SynthResult:
         with open(tmp / files["config"], "w", encoding="utf-8") as fh:
             fh.write("# CPU-sized ACAR config for the synthetic data: acar_tiny, 16 frames, 96-pixel short side.\n")
             yaml.safe_dump(synth_config_dict(), fh, sort_keys=False)
+        if settings.temporal:  # the bank model: same network, HR2O over the feature bank
+            with open(tmp / "config_acfb.yaml", "w", encoding="utf-8") as fh:
+                fh.write("# The synthetic config with an Actor-Context Feature Bank head (train with --bank).\n")
+                acfb = synth_config_dict()
+                acfb["name"] = "acfb_tiny_synth"
+                acfb["head"].update(SYNTH_ACFB_HEAD)
+                yaml.safe_dump(acfb, fh, sort_keys=False)
         (tmp / files["parity_thresholds"]).write_text(SYNTH_PARITY_THRESHOLDS, encoding="utf-8")
         write_json(
             tmp / "dataset.json",
@@ -386,7 +431,8 @@ def synthesize(settings: SynthSettings) -> SynthResult:
                 "format": "acar-deploy-dataset",
                 "format_version": 1,
                 "generator": {"name": "acar-deploy synth", **{k: v for k, v in asdict(settings).items()
-                                                           if k not in ("out_dir", "force", "progress")}},
+                                                           if k not in ("out_dir", "force", "progress")
+                                                           and not (k == "temporal" and not v)}},
                 "media_dir": "frames" if settings.frame_folders else "videos",
                 "videos_dir": "videos",
                 "frames_dir": "frames" if settings.frame_folders else None,
@@ -395,7 +441,7 @@ def synthesize(settings: SynthSettings) -> SynthResult:
                 "frame_size": [width, height],
                 "splits": {"train": [v for v in video_ids if split[v] == "train"], "val": val_ids},
                 "files": files,
-                "classes": [{"id": k, "name": v} for k, v in sorted(SYNTH_CLASSES.items())],
+                "classes": [{"id": k, "name": v} for k, v in classes],
             },
         )
     return SynthResult(
@@ -407,4 +453,5 @@ def synthesize(settings: SynthSettings) -> SynthResult:
     )
 
 
-__all__ = ["SynthSettings", "SynthResult", "synthesize", "SYNTH_CLASSES", "actor_labels", "render_frame"]
+__all__ = ["SynthSettings", "SynthResult", "synthesize", "SYNTH_CLASSES", "TEMPORAL_CLASSES", "actor_labels",
+           "render_frame", "draw_screen"]

@@ -1,7 +1,8 @@
 """The on-disk formats: one typed, validating reader and atomic writer per record file.
 
 `ExportManifest` (manifest.json of an export folder), `EngineRecord` (engine.json of an engine
-folder), and the `Runtime` / `Precision` names they use. Nobody else parses these files.
+folder), `BankManifest` / `BankVideo` (formats/bank.py: a feature bank), and the `Runtime` /
+`Precision` names they use. Nobody else parses these files.
 """
 
 from acar_deploy.formats.engine import (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from acar_deploy.model.acfb import ACFBHead
 from acar_deploy.model.config import ModelConfig, get_config
 from acar_deploy.model.heads import build_head
 from acar_deploy.model.slowfast import SlowFast
@@ -25,15 +26,16 @@ class ACARModel(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = SlowFast(config.backbone, num_frames=config.input.num_frames)
-        self.head = build_head(config.head)
+        self.head = ACFBHead(config.head) if config.head.type == "acfb" else build_head(config.head)
 
     def context(self, clips: torch.Tensor) -> torch.Tensor:
         """Temporal mean of each pathway, slow then fast, on channels: `[B, C_ctx, h, w]`."""
         slow, fast = self.backbone(clips)
         return torch.cat([slow.mean(dim=2), fast.mean(dim=2)], dim=1)
 
-    def forward(self, clips: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        return self.head(self.context(clips), rois)
+    def forward(self, clips: torch.Tensor, rois: torch.Tensor, *bank: torch.Tensor) -> torch.Tensor:
+        """`bank` (acfb heads only): entries `[M, hidden, h', w']` and window `[R, M]` bool."""
+        return self.head(self.context(clips), rois, *bank)
 
 
 def build_model(config: ModelConfig | str) -> ACARModel:

@@ -23,7 +23,9 @@ ARCH_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "slowfast152": (3, 8, 36, 3),
     "slowfast200": (3, 24, 36, 3),
 }
-HEAD_TYPES = ("acar", "linear")
+HEAD_TYPES = ("acar", "linear", "acfb")
+BANK_PRECISIONS = ("fp16", "fp32")
+BANK_KEYS = ("bank_window", "bank_causal", "bank_precision")
 DOWNSAMPLE_TYPES = ("max2x2", "none")
 
 
@@ -69,6 +71,11 @@ class HeadConfig:
     depth: int = 2
     kernel_size: int = 3
     mlp_1x1: bool = False
+    # acfb only (Actor-Context Feature Bank): window [t - w, t + w] seconds (2w + 1 = 21 s in the
+    # paper), [t - w, t] when causal; the precision the bank stores its features in.
+    bank_window: int = 10
+    bank_causal: bool = False
+    bank_precision: str = "fp16"
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,14 @@ class ModelConfig:
     name: str = field(default="custom", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML-safe dict (tuples become lists) for checkpoints and manifests."""
-        return _plain(asdict(self))
+        """Plain JSON/YAML-safe dict (tuples become lists) for checkpoints and manifests.
+
+        The bank settings are written for acfb heads only, so other configs serialise as before."""
+        data = _plain(asdict(self))
+        if self.head.type != "acfb":
+            for key in BANK_KEYS:
+                del data["head"][key]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
@@ -112,6 +125,10 @@ class ModelConfig:
             raise InputError(f"{source}: backbone.layers must be 4 positive block counts, got {list(b.layers)}")
         if h.type not in HEAD_TYPES:
             raise InputError(f"{source}: head.type must be one of {', '.join(HEAD_TYPES)}, got {h.type!r}")
+        if h.bank_window < 0:
+            raise InputError(f"{source}: head.bank_window must be >= 0 seconds, got {h.bank_window}")
+        if h.bank_precision not in BANK_PRECISIONS:
+            raise InputError(f"{source}: head.bank_precision must be fp16 or fp32, got {h.bank_precision!r}")
         if h.downsample not in DOWNSAMPLE_TYPES:
             raise InputError(f"{source}: head.downsample must be max2x2 or none, got {h.downsample!r}")
         if h.width != b.context_channels:
@@ -186,6 +203,12 @@ BUILTIN_CONFIGS: dict[str, ModelConfig] = {
     ),
     "linear_tiny": ModelConfig(
         TINY_BACKBONE, HeadConfig(type="linear", width=TINY_BACKBONE.context_channels), R50_INPUT, "linear_tiny"
+    ),
+    "acfb_tiny": ModelConfig(
+        TINY_BACKBONE,
+        HeadConfig(type="acfb", width=TINY_BACKBONE.context_channels, reduce_dim=32, hidden_dim=16, depth=2),
+        R50_INPUT,
+        "acfb_tiny",
     ),
 }
 

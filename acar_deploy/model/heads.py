@@ -112,12 +112,16 @@ class ACARHead(nn.Module):
         pooled = self.roi_align(reduced, scale_rois_to_feature(rois, reduced))
         return self.roi_maxpool(pooled).flatten(1)
 
-    def relation_features(self, reduced: torch.Tensor, actors: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        """Actor-context encoder + HR2O over the actors of each clip -> `[R, hidden_dim]`."""
+    def first_order_features(self, reduced: torch.Tensor, actors: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """Actor-context encoder: the first-order relation maps F_i HR2O takes, `[R, hidden_dim, h', w']`."""
         context = reduced.index_select(0, rois[:, 0].to(torch.int64))  # each RoI's clip context
         tiled = actors[:, :, None, None].expand_as(context)
         x = torch.relu(self.conv1(torch.cat([context, tiled], dim=1)))
-        x = self.downsample(torch.relu(self.conv2(x)))
+        return self.downsample(torch.relu(self.conv2(x)))
+
+    def relation_features(self, reduced: torch.Tensor, actors: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """Actor-context encoder + HR2O over the actors of each clip -> `[R, hidden_dim]`."""
+        x = self.first_order_features(reduced, actors, rois)
         same_clip = same_clip_mask(rois)
         for layer in self.hr2o:
             x = layer(x, same_clip)

@@ -48,6 +48,8 @@ class TrainSettings:
     validate: bool = True
     force: bool = False
     progress: bool = True
+    bank: Path | None = None  # acfb models: feature bank of the train split (acar-deploy bank extract)
+    val_bank: Path | None = None  # acfb models: feature bank of the val split, for validation
 
     def __post_init__(self) -> None:
         check_range("--epochs", self.epochs, 1)
@@ -158,10 +160,12 @@ def train_step(
     """One optimisation step on this process's part of the global batch -> (global mean loss, global rois)."""
     import torch
 
+    from acar_deploy.bank.dataset import bank_inputs
     from acar_deploy.train.loss import ava_loss
 
     clips = batch["clips"].to(device, non_blocking=True)
     rois = batch["rois"].to(device, non_blocking=True)
+    bank = bank_inputs(batch, device)
     targets = batch["targets"].to(device, non_blocking=True)
     num_rois = int(rois.shape[0])
     total_rois = all_reduce_sum(num_rois, dist_info, device)
@@ -171,9 +175,11 @@ def train_step(
     use_amp = scaler is not None
     with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
         if num_rois > 0:
-            logits = model(clips, rois)
+            logits = model(clips, rois, *bank)
         else:  # keep DDP's collective in step: a forward whose loss is 0
-            logits = model(clips[:1], torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0]], device=device))
+            if bank:
+                bank = (bank[0][:0], torch.zeros(1, 0, dtype=torch.bool, device=device))
+            logits = model(clips[:1], torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0]], device=device), *bank)
     if num_rois > 0:
         loss = ava_loss(logits, targets) * (num_rois / total_rois * dist_info.world_size)
     else:
@@ -356,9 +362,10 @@ def train(
     )
     if len(train_set) == 0:
         raise InputError(f"{settings.data}: the train split has no keyframes with boxes")
+    train_set, collate, val_bank = _with_bank(train_set, settings, model_config)
     workers = default_workers() if settings.workers is None else settings.workers
     loader = make_loader(train_set, train_config.batch_size, shuffle=True, num_workers=workers,
-                         rank=dist_info.rank, world_size=dist_info.world_size, seed=settings.seed)
+                         rank=dist_info.rank, world_size=dist_info.world_size, seed=settings.seed, collate=collate)
     steps_per_epoch = len(loader)
 
     torch.manual_seed(settings.seed)
@@ -415,7 +422,8 @@ def train(
             rng = gather_rng_states(dist_info)
             if dist_info.is_main:
                 if settings.validate and data.has_val:
-                    record.val_map = _validate(model, data, model_config, spec, device, run_dir, epoch, workers)
+                    record.val_map = _validate(model, data, model_config, spec, device, run_dir, epoch, workers,
+                                               val_bank)
                 history.append(record)
                 path = run_dir / f"ckpt_{epoch}.pt"
                 save_checkpoint(
@@ -464,9 +472,30 @@ def _write_history(run_dir: Path, history: list[EpochRecord]) -> None:
 
 
 def _validate(model: Any, data: Any, model_config: Any, spec: Any, device: Any, run_dir: Path, epoch: int,
-              workers: int) -> float:
+              workers: int, val_bank: Any = None) -> float:
     """Frame-mAP on the val split (proposals >= 0.85), predictions written to val_predictions_<epoch>.csv."""
     from acar_deploy.detect import evaluate_split
 
-    result = evaluate_split(model, data, spec, device, run_dir / f"val_predictions_{epoch}.csv", workers=workers)
+    result = evaluate_split(model, data, spec, device, run_dir / f"val_predictions_{epoch}.csv", workers=workers,
+                            bank=val_bank)
     return result.mAP
+
+
+def _with_bank(train_set: Any, settings: TrainSettings, model_config: Any) -> tuple[Any, Any, Any]:
+    """(dataset, collate, val bank): an acfb model's samples carry their bank window; others unchanged."""
+    if model_config.head.type != "acfb":
+        if settings.bank is not None or settings.val_bank is not None:
+            raise InputError(f"--bank: the model config's head.type is {model_config.head.type!r}; "
+                             "a feature bank is used by acfb models only")
+        return train_set, None, None
+    if settings.bank is None:
+        raise InputError("an acfb model trains with a feature bank: pass --bank (acar-deploy bank extract)")
+    if settings.validate and settings.val_bank is None:
+        raise InputError("an acfb model validates with the val split's feature bank: pass --val-bank "
+                         "(acar-deploy bank extract --split val) or --no-val")
+    from acar_deploy.bank.dataset import BankKeyframeDataset, collate_with_bank, open_bank_for
+
+    head = model_config.head
+    bank = open_bank_for(settings.bank, model_config, "train")
+    val_bank = open_bank_for(settings.val_bank, model_config, "val") if settings.val_bank is not None else None
+    return BankKeyframeDataset(train_set, bank, head.bank_window, head.bank_causal), collate_with_bank, val_bank

@@ -148,16 +148,27 @@ class Runner:
         """True when `infer_head` can run the head alone: a split runner that implements `_infer_head`."""
         return self.split and type(self)._infer_head is not Runner._infer_head
 
+    @property
+    def supports_bank(self) -> bool:
+        """True when `infer` takes an acfb model's feature-bank window (`bank_entries`, `bank_window`)."""
+        return type(self)._infer_bank is not Runner._infer_bank
+
     # --- inference -----------------------------------------------------------------------------
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """`{"clips", "rois"}` -> `{"logits", "scores"}`."""
+        """`{"clips", "rois"}` -> `{"logits", "scores"}`; an acfb model also takes its bank window:
+        `bank_entries` [M, C, h, w] and `bank_window` [R, M] (bool: which entries each box attends)."""
         self.activate()
         clips, rois = check_feeds(feeds)
+        bank = "bank_entries" in feeds
+        if bank and not self.supports_bank:
+            raise InputError(f"{self.name}: this runner cannot run a feature-bank (acfb) model; use the eager runner")
         start = time.perf_counter()
         if rois.shape[0] == 0:
             # No box in any clip: neither graph runs (TensorRT profiles need R >= 1; nothing to score).
             self.last_stage_times = {}
             outputs = {"logits": np.zeros((0, self.num_classes), np.float32)}
+        elif bank:
+            outputs = self._infer_bank(clips, rois, np.asarray(feeds["bank_entries"]), np.asarray(feeds["bank_window"]))
         elif self.split:
             outputs = self._infer_split(clips, rois)
         else:
@@ -195,6 +206,10 @@ class Runner:
         raise NotImplementedError
 
     def _infer_split(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _infer_bank(self, clips: np.ndarray, rois: np.ndarray, entries: np.ndarray,
+                    window: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     def _infer_fused(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:

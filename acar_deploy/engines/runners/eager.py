@@ -79,6 +79,19 @@ class EagerRunner(Runner):
         self.last_stage_times = stages if self._device.type == "cuda" else {k: stages[k] for k in ("backbone", "head")}
         return {"logits": out}
 
+    def _infer_bank(self, clips: np.ndarray, rois: np.ndarray, entries: np.ndarray,
+                    window: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        stages: dict[str, float] = {}
+        with torch.inference_mode():
+            clips_t, rois_t = self._to_device(clips, rois)
+            bank = (torch.from_numpy(entries).to(self._device), torch.from_numpy(window).to(self._device))
+            context = self._stage(stages, "backbone", self.model.context, clips_t)
+            logits = self._stage(stages, "head", self.model.head, context, rois_t, *bank)
+        self.last_stage_times = stages
+        return {"logits": logits.float().cpu().numpy()}
+
     def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 

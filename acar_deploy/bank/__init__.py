@@ -1,0 +1,1 @@
+"""Actor-Context Feature Bank: extraction (`extract`), window lookup (`window`), summary (`info`)."""

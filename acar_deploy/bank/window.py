@@ -1,0 +1,65 @@
+"""Window lookup in a feature bank: the entries of [t - w, t + w] (or [t - w, t]) of one video.
+
+Entries are sorted by timestamp on disk, so a window is one contiguous slice found by binary search;
+at a video's edges the window simply holds fewer seconds. Arrays stay memory-mapped until sliced.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from acar_deploy.errors import InputError
+from acar_deploy.formats.bank import BankManifest, open_video_arrays
+
+
+def window_slice(timestamps: np.ndarray, timestamp: int, half_width: int, causal: bool = False) -> slice:
+    """Rows of sorted `timestamps` inside [t - w, t + w] (causal: [t - w, t])."""
+    lo = int(np.searchsorted(timestamps, timestamp - half_width, side="left"))
+    hi = int(np.searchsorted(timestamps, timestamp if causal else timestamp + half_width, side="right"))
+    return slice(lo, max(lo, hi))
+
+
+@dataclass(frozen=True)
+class BankWindow:
+    """The entries one keyframe may attend (in-memory copies): features `[m, C, h, w]`, timestamps, boxes."""
+
+    features: np.ndarray
+    timestamps: np.ndarray
+    boxes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+class FeatureBank:
+    """A bank folder opened for reading; videos are memory-mapped on first use."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.manifest = BankManifest.load(self.path)
+        self.video_ids = {v.video_id for v in self.manifest.videos}
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __getstate__(self) -> dict:  # decoding workers re-open the memory maps instead of copying them
+        return {**self.__dict__, "_arrays": {}}
+
+    def arrays(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
+        if video_id not in self._arrays:
+            if video_id not in self.video_ids:
+                raise InputError(f"{self.path}: the bank has no video {video_id!r} "
+                                 f"(extracted split: {self.manifest.split}); extract the bank for that split")
+            self._arrays[video_id] = open_video_arrays(self.path, self.manifest, video_id)
+        return self._arrays[video_id]
+
+    def window(self, video_id: str, timestamp: int, half_width: int, causal: bool = False) -> BankWindow:
+        features, index = self.arrays(video_id)
+        rows = window_slice(index["timestamp"], timestamp, half_width, causal)
+        # np.array copies: the window is read from disk here, not lazily by whoever uses it
+        return BankWindow(np.array(features[rows]), np.array(index["timestamp"][rows]), np.array(index["box"][rows]))
+
+
+__all__ = ["BankWindow", "FeatureBank", "window_slice"]

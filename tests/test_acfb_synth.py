@@ -1,0 +1,66 @@
+"""`synth --temporal`: the event is labelled at every keyframe but only one keyframe's clip shows it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from acar_deploy.data.ava_csv import read_annotations
+from acar_deploy.data.clips import ClipSpec, clip_frame_indices
+from acar_deploy.data.synth import SCREEN_COLOUR, WATCH, SynthSettings, synthesize
+from acar_deploy.errors import InputError
+
+
+def _screen_on(frame_path) -> bool:
+    arr = np.asarray(Image.open(frame_path).convert("RGB"), np.float32)
+    h, w = arr.shape[:2]
+    patch = arr[int(0.05 * h): int(0.15 * h), int(0.06 * w): int(0.22 * w)].reshape(-1, 3).mean(0)
+    return bool(np.abs(patch - np.array(SCREEN_COLOUR)).max() < 25)
+
+
+def test_temporal_event_is_only_in_one_keyframe_clip(tmp_path):
+    out = synthesize(SynthSettings(tmp_path / "t", videos=2, seconds=5, seed=4, width=64, height=48,
+                                   frame_folders=True, temporal=True)).out_dir
+    meta = json.loads((out / "dataset.json").read_text())
+    assert {"id": WATCH, "name": "watch (e.g., TV)"} in meta["classes"] and meta["generator"]["temporal"] is True
+    assert (out / "config_acfb.yaml").exists()
+    rows = read_annotations(out / "train.csv")
+    spec = ClipSpec.from_model_config(type("C", (), {"input": type("I", (), {
+        "num_frames": 16, "short_side": 48, "norm_value": 255.0, "mean": (0.45,) * 3, "std": (0.225,) * 3})()})())
+    for number, vid in enumerate(["synth000", "synth001"]):
+        frames = sorted((out / "frames" / vid).glob("*.jpg"))
+        on = [i + 1 for i, f in enumerate(frames) if _screen_on(f)]  # 1-based frame numbers
+        part = rows if vid in meta["splits"]["train"] else read_annotations(out / "val.csv")
+        mask = part.video_id == vid
+        watch_ts = set(part.timestamp[mask & (part.action_id == WATCH)])
+        all_ts = set(part.timestamp[mask])
+        if number % 2:  # no event: no screen, no label
+            assert on == [] and watch_ts == set()
+            continue
+        # the screen is on for 0.3 s (9 frames at 30 fps) around one second r, labelled at every keyframe
+        assert len(on) == 9 and watch_ts == all_ts and len(all_ts) == 4
+        reveal = (on[0] + on[-1]) // 2 // 30
+        seeing = [int(t) for t in all_ts
+                  if set(clip_frame_indices(int(t), len(frames), spec)) & set(on)]
+        assert seeing == [reveal]
+
+
+def test_temporal_needs_five_seconds(tmp_path):
+    with pytest.raises(InputError, match="--temporal"):
+        synthesize(SynthSettings(tmp_path / "x", videos=2, seconds=4, temporal=True))
+
+
+@pytest.mark.parametrize("seconds", [5, 6, 9])
+def test_screen_frames_reach_only_the_clip_of_their_keyframe_for_every_position(seconds):
+    """Also at the video edges, where the official centre crop shifts the clips of the first/last keyframe."""
+    from acar_deploy.data.synth import FPS, SCREEN_SECONDS
+
+    spec = ClipSpec(num_frames=32, step=2)  # the synthetic config: 16 frames at step 2
+    frames = seconds * FPS
+    for reveal in range(1, seconds):
+        screen = {i + 1 for i in range(frames) if abs(i / FPS - reveal) <= SCREEN_SECONDS + 1e-9}
+        seeing = [t for t in range(1, seconds) if set(clip_frame_indices(t, frames, spec)) & screen]
+        assert seeing == [reveal], (seconds, reveal)
