@@ -11,7 +11,6 @@ import importlib.util
 
 import onnx
 import pytest
-from test_engines_support import tiny_export
 from typer.testing import CliRunner
 
 from acar_deploy.cli.main import app
@@ -23,8 +22,8 @@ def _build(export_dir, out, precision):
                                     "--out", str(out)])
 
 
-def test_trt_int8_of_a_plugin_export_is_refused_naming_the_plugin_nodes(tmp_path):
-    export_dir = tiny_export(plugin_nodes=True, parts="split").export_dir  # shared with test_engines_fp16
+def test_trt_int8_of_a_plugin_export_is_refused_naming_the_plugin_nodes(tmp_path, tiny_export_factory):
+    export_dir = tiny_export_factory(plugin_nodes=True, parts="split").export_dir  # shared with test_engines_fp16
     first = sorted(export_dir.glob("*.onnx"))
     ops = set()
     for path in first:  # independent read of the graphs: which custom ops they hold
@@ -41,7 +40,7 @@ def test_trt_int8_of_a_plugin_export_is_refused_naming_the_plugin_nodes(tmp_path
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
-def test_trt_int8_of_a_standard_export_is_not_refused(tmp_path):
-    result = _build(tiny_export().export_dir, tmp_path / "e", "int8")
+def test_trt_int8_of_a_standard_export_is_not_refused(tmp_path, tiny_export):
+    result = _build(tiny_export.export_dir, tmp_path / "e", "int8")
     assert result.exit_code == 2
     assert "plugin exports" not in result.stderr and "acar-deploy[gpu]" in result.stderr  # reached the TensorRT import
