@@ -100,6 +100,7 @@ def test_export_and_bench_parse_size_as_synth_does(monkeypatch, tmp_path):
         ["parity", "ENGINE", "--data", "DATA", "--clips", "3"],
         ["build", "EXPORT", "--clips", "1:1:4"],
         ["build", "EXPORT", "--rois", "1:8:32"],
+        ["build", "EXPORT", "--fp32-stem"],
         ["export", "--out", "OUT", "--no-force"],
         ["info", "CKPT", "-c", "acar_tiny"],
     ],
