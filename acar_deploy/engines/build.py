@@ -60,7 +60,7 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
         task = bar.add_task("build", total=len(export.parts))
         context_feeds = None
         for name, part in export.parts.items():
-            source = load_graph(export.graph_path(name))  # a truncated graph (sha256 rewritten) fails in one line
+            source = load_graph(export.graph_path(name), external_data=True)  # a truncated graph (sha256 rewritten) fails in one line
             if calibration is not None and name == "head" and context_feeds is None:
                 context_feeds = _backbone_contexts(export, calibration)
             graph, policy = _precision_graph(settings, part, source, calibration, context_feeds)
