@@ -95,6 +95,18 @@ def test_resume_of_another_extraction_names_the_field(world, bank_world, tmp_pat
     assert tree_digest(staging) == before and not out.exists()
 
 
+def test_resume_with_another_checkpoint_names_the_source_field(world, bank_world, tmp_path):
+    from acar_deploy.model import load_model, save_checkpoint
+
+    other = save_checkpoint(load_model(None, str(world.config), seed=11), tmp_path / "other.pt")
+    out = tmp_path / "bank"
+    staging = bank_world.copy(tmp_path / ".bank.partial")
+    before = tree_digest(staging)
+    assert_one_line_error(_extract(world, out, "--resume", checkpoint=other), 2, str(staging / "bank.json"),
+                          "'source.checkpoint", "--force")
+    assert tree_digest(staging) == before and not out.exists()
+
+
 def test_an_interrupted_extraction_needs_resume_or_force(world, bank_world, tmp_path):
     out = tmp_path / "bank"
     staging = bank_world.copy(tmp_path / ".bank.partial")
