@@ -88,6 +88,7 @@ def open_bank_for(path: Any, model_config: Any, split: str | None) -> FeatureBan
                          f"head.hidden_dim is {model_config.head.hidden_dim}; extract the bank with a matching model")
     if split is not None and bank.manifest.split != split:
         raise InputError(f"{path / 'bank.json'}: field 'split' is {bank.manifest.split!r}, expected {split!r} here")
+    bank.check_arrays()
     return bank
 
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from acar_deploy.artifacts import sha256_file
+from acar_deploy.artifacts import check_output_path, remove_stale_temporaries, sha256_file
 from acar_deploy.errors import InputError, OutputExistsError
 from acar_deploy.formats.bank import (
     FEATURES_NAME,
     INDEX_NAME,
+    MANIFEST_NAME,
     PRECISIONS,
     VIDEO_RECORD_NAME,
     BankManifest,
@@ -87,9 +88,11 @@ def extract_bank(settings: ExtractSettings, on_video: Callable[[str], None] | No
         raise InputError(f"--split {settings.split!r}: must be train or val")
     if settings.precision not in PRECISIONS:
         raise InputError(f"--precision {settings.precision!r}: must be fp16 or fp32")
-    out = Path(settings.out)
+    out = check_output_path(settings.out, "folder")  # a file in the way: one line before any work
     staging = staging_dir(out)
     rank, world = _rank_world()
+    if rank == 0:
+        remove_stale_temporaries(out)  # a run killed between the two renames of `_replace` (the staging stays)
     _barrier(world)
     if out.exists() and not settings.force:
         raise OutputExistsError(f"{out} already exists: pass --force to replace it")
@@ -167,9 +170,12 @@ def _prepare_staging(staging: Path, started: BankManifest, settings: ExtractSett
     if staging.exists():
         if settings.resume:
             previous = BankManifest.load(staging)
-            if not previous.same_extraction(started):
-                raise InputError(f"{staging / 'bank.json'}: the interrupted extraction used another checkpoint, split "
-                                 "or precision; pass --force instead of --resume to start over")
+            differs = previous.differences(started)
+            if differs:
+                key, was, now = differs[0]
+                raise InputError(f"{staging / MANIFEST_NAME}: field '{key}' of the interrupted extraction is {was!r} but "
+                                 f"this run's is {now!r} (another checkpoint, split or precision); pass --force instead "
+                                 "of --resume to start over")
             for tmp in (staging / "videos").glob(".tmp-*"):  # a video that was being written: redo it
                 shutil.rmtree(tmp, ignore_errors=True)
             return

@@ -55,6 +55,12 @@ class FeatureBank:
             self._arrays[video_id] = open_video_arrays(self.path, self.manifest, video_id)
         return self._arrays[video_id]
 
+    def check_arrays(self) -> None:
+        """Open every video's arrays now (headers and sizes only: memory-mapped), so that a missing or
+        truncated file fails in one line before training or inference starts, not in the middle."""
+        for video_id in sorted(self.video_ids):
+            self.arrays(video_id)
+
     def window(self, video_id: str, timestamp: int, half_width: int, causal: bool = False) -> BankWindow:
         features, index = self.arrays(video_id)
         rows = window_slice(index["timestamp"], timestamp, half_width, causal)

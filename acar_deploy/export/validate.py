@@ -89,8 +89,9 @@ class ValidationError(GateFailedError):
 # ---- graph checks ------------------------------------------------------------------------------
 
 
-def load_graph(path: str | os.PathLike):
-    """Load an ONNX file; a missing, truncated or corrupted file is an InputError naming it."""
+def load_graph(path: str | os.PathLike, external_data: bool = False):
+    """Load an ONNX file (with its external weight files if `external_data`); a missing, truncated or
+    corrupted file is an InputError naming it."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -98,7 +99,7 @@ def load_graph(path: str | os.PathLike):
     if not path.is_file():
         raise InputError(f"{path}: graph file not found; re-run `acar-deploy export` for this folder")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=external_data)
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
         raise InputError(
             f"{path}: not a readable ONNX graph (truncated or corrupted: {type(exc).__name__}); "

@@ -109,10 +109,18 @@ class BankManifest:
     def dtype(self) -> np.dtype:
         return np.dtype(PRECISIONS[self.precision])
 
+    def differences(self, other: BankManifest) -> list[tuple[str, Any, Any]]:
+        """(field, ours, theirs) where `other` was started with another model, data split or precision."""
+        found = [(key, getattr(self, key), getattr(other, key)) for key in ("precision", "split", "boxes", "feature_shape")
+                 if getattr(self, key) != getattr(other, key)]
+        keys = sorted(set(self.source) | set(other.source))
+        found += [(f"source.{k}", self.source.get(k), other.source.get(k)) for k in keys
+                  if self.source.get(k) != other.source.get(k)]
+        return found
+
     def same_extraction(self, other: BankManifest) -> bool:
         """True when `other` was started with the same model, data split and precision (resume check)."""
-        return (self.precision, self.feature_shape, self.split, self.boxes, self.source) == (
-            other.precision, other.feature_shape, other.split, other.boxes, other.source)
+        return not self.differences(other)
 
     @classmethod
     def load(cls, bank: str | os.PathLike) -> BankManifest:
@@ -142,6 +150,9 @@ class BankManifest:
                 ))
             except (KeyError, TypeError, ValueError) as exc:
                 raise InputError(f"{path}: field 'videos[{i}]' is incomplete ({exc!r})") from None
+            name = videos[-1].video_id
+            if not name or name.startswith(".") or "/" in name or "\\" in name:
+                raise InputError(f"{path}: field 'videos[{i}].video_id' {name!r} is not a folder name under videos/")
         source = data.get("source", {})
         if not isinstance(source, dict):
             raise InputError(f"{path}: field 'source' must be an object")
@@ -171,14 +182,19 @@ def write_video_arrays(folder: Path, features: np.ndarray, timestamps: np.ndarra
     np.save(folder / INDEX_NAME, index)
 
 
+def _open_array(path: Path) -> np.ndarray:
+    """One memory-mapped .npy; a missing, truncated or non-numpy file fails naming it."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: cannot read this bank array ({reason}); re-extract the bank") from None
+
+
 def open_video_arrays(bank: Path, manifest: BankManifest, video_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Memory-mapped (features `[n, C, h, w]`, index `[n]`) of one video, checked against the manifest."""
     folder = video_dir(bank, video_id)
-    try:
-        features = np.load(folder / FEATURES_NAME, mmap_mode="r")
-        index = np.load(folder / INDEX_NAME, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{folder}: cannot read the bank arrays ({str(exc).splitlines()[0]}); re-extract the bank") from None
+    features, index = (_open_array(folder / name) for name in (FEATURES_NAME, INDEX_NAME))
     if features.dtype != manifest.dtype or tuple(features.shape[1:]) != tuple(manifest.feature_shape):
         raise InputError(f"{folder / FEATURES_NAME}: dtype/shape {features.dtype}{list(features.shape)} does not "
                          f"match {MANIFEST_NAME} ({manifest.precision}, {list(manifest.feature_shape)})")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acar_deploy.errors import InputError
+from acar_deploy.serve.triton import check_model_repository
 
 PYTRITON_REQUIREMENT = "nvidia-pytriton==0.7.0"  # bundles tritonserver 2.51 and the Python backend
 # The stub environment: numpy<2 for the stub's pybind11 tensors, the CPU onnxruntime for the stand-in.
@@ -182,9 +183,33 @@ class ServeSettings:
     def __post_init__(self) -> None:
         if not (Path(self.repository) / ".").is_dir():
             raise InputError(f"{self.repository}: not a folder; write one with `acar-deploy triton EXPORT --out REPO`")
-        ports = [p for p in (self.http_port, self.grpc_port, self.metrics_port) if p is not None]
-        if len(set(ports)) != len(ports) or any(not 0 < p < 65536 for p in ports):
-            raise InputError(f"ports must be distinct and in 1..65535 (got {ports})")
+        ports = self.ports()
+        for option, port in ports.items():
+            if not 0 < port < 65536:
+                raise InputError(f"{option} {port}: not a port number; use one in 1..65535")
+        if len(set(ports.values())) != len(ports):
+            raise InputError(f"{', '.join(f'{o} {p}' for o, p in ports.items())}: the ports must be distinct")
+        check_model_repository(Path(self.repository))
+
+    def ports(self) -> dict[str, int]:
+        """option -> port of every port the server listens on."""
+        ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port}
+        if self.metrics_port is not None:
+            ports["--metrics-port"] = self.metrics_port
+        return ports
+
+
+def check_ports_free(settings: ServeSettings) -> None:
+    """InputError naming the option when something already listens on one of the server's ports (Triton
+    would otherwise start, load every model and then exit with a bind error in its log)."""
+    for option, port in settings.ports().items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is no owner
+            try:
+                sock.bind((settings.host, port))
+            except OSError as exc:
+                raise InputError(f"{option} {port}: {settings.host}:{port} is not free ({exc.strerror}); "
+                                 "choose another port or stop what listens there") from None
 
 
 @dataclass(frozen=True)
@@ -331,6 +356,7 @@ def serve(settings: ServeSettings, runtime: TritonRuntime,
           on_ready: Callable[[Endpoints, Path | None], None]) -> int:
     """Start, wait for readiness, report (endpoints, log file), then run until Ctrl-C or SIGTERM (stopping
     the server cleanly, exit code returned) or until the server exits by itself (an InputError)."""
+    check_ports_free(settings)
     server = TritonServerProcess(settings, runtime)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

@@ -472,3 +472,39 @@ def _write_model_set(
         },
     )
     return entries
+
+
+def check_model_repository(repository: Path) -> list[str]:
+    """The model names of a Triton model repository; InputError naming the folder or the `config.pbtxt`
+    (and its line) when it is not one, so that `serve` refuses it before starting a server.
+
+    Every non-hidden sub-folder is a model and needs a `config.pbtxt` that parses as a `ModelConfig`
+    (checked when tritonclient is installed; the server reads it the same way).
+    """
+    repository = Path(repository)
+    fix = "write the repository with `acar-deploy triton EXPORT --out REPO`"
+    models = sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not models:
+        raise InputError(f"{repository}: not a Triton model repository (no <model>/config.pbtxt folders); {fix}")
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        text_format = model_config_pb2 = None
+    for model in models:
+        config = model / "config.pbtxt"
+        if not config.is_file():
+            raise InputError(f"{config}: not found; every model folder of a repository needs one; {fix}")
+        if model_config_pb2 is None:
+            continue
+        try:
+            parsed = text_format.Parse(config.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+        except text_format.ParseError as exc:
+            line = exc.GetLine() if exc.GetLine() is not None else "?"
+            reason = str(exc).split(" : ", 1)[-1]
+            raise InputError(f"{config}:{line}: not a Triton model config ({reason}); {fix}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{config}: not UTF-8 text; {fix}") from None
+        if parsed.name and parsed.name != model.name:
+            raise InputError(f"{config}: field 'name' is {parsed.name!r} but the folder is {model.name!r}; {fix}")
+    return [m.name for m in models]

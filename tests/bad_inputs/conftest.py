@@ -142,3 +142,52 @@ class World:
 def parity_args(engine: Path | str, *rest: str) -> list[str]:
     """`parity ENGINE ...` (the engine is positional, as in bench)."""
     return ["parity", str(engine), *rest]
+
+
+@dataclass
+class BankWorld:
+    bank: Path  # the train-split bank of world.checkpoint (fp16), extracted once, never modified
+    acfb_config: Path  # the synth config with an acfb head (hidden_dim matches the bank's channels)
+    linear_checkpoint: Path  # a checkpoint whose head has no actor-context relation features
+
+    def copy(self, dest: Path) -> Path:
+        shutil.copytree(self.bank, dest)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def bank_world(world):
+    """A feature bank, an acfb config and a linear-head checkpoint for the bank/train/detect cases."""
+    import dataclasses
+
+    import yaml
+
+    from acar_deploy.bank.extract import ExtractSettings, extract_bank
+    from acar_deploy.data.synth import SYNTH_ACFB_HEAD, synth_config_dict
+    from acar_deploy.model import load_model, save_checkpoint
+    from acar_deploy.model.config import get_config
+
+    bank = world.root / "banks" / "train"
+    extract_bank(ExtractSettings(checkpoint=world.checkpoint, data=world.data, out=bank, progress=False))
+    acfb = synth_config_dict()
+    acfb["name"] = "acfb_tiny_synth"
+    acfb["head"].update(SYNTH_ACFB_HEAD)
+    acfb_config = world.root / "config_acfb.yaml"
+    acfb_config.write_text(yaml.safe_dump(acfb, sort_keys=False))
+    config = get_config(str(world.config))
+    linear = load_model(None, dataclasses.replace(config, head=dataclasses.replace(config.head, type="linear")), seed=1)
+    linear_checkpoint = save_checkpoint(linear, world.root / "linear.pt")
+    return BankWorld(bank=bank, acfb_config=acfb_config, linear_checkpoint=linear_checkpoint)
+
+
+def bank_digest(bank: Path) -> dict[str, tuple[str, str]]:
+    """video id -> (features sha256, index sha256) recorded in bank.json, after checking the files match."""
+    from acar_deploy.artifacts import sha256_file
+    from acar_deploy.formats.bank import FEATURES_NAME, INDEX_NAME, BankManifest, video_dir
+
+    manifest = BankManifest.load(bank)
+    for v in manifest.videos:
+        folder = video_dir(bank, v.video_id)
+        assert sha256_file(folder / FEATURES_NAME) == v.features_sha256, folder
+        assert sha256_file(folder / INDEX_NAME) == v.index_sha256, folder
+    return {v.video_id: (v.features_sha256, v.index_sha256) for v in manifest.videos}
