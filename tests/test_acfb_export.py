@@ -62,6 +62,17 @@ def test_manifest_lists_bank_parts_with_the_banks_shape(acfb_export):
     assert manifest.parts["bank_head"].shape_of("bank_window") == ["R", "M"]
 
 
+def test_validate_export_checks_the_bank_parts_against_eager(acfb_export):
+    from acar_deploy.export.validate import ValidationSettings, render_table, validate_export
+
+    export = acfb_export[-1]
+    report = validate_export(export, settings=ValidationSettings(rois=(3,), batches=(2,), entries=(0, 5)))
+    cases = {(r.part, r.output, r.M) for r in report.rows}
+    assert {("bank_head", "logits", 0), ("bank_head", "logits", 5), ("bank_kv", "bank_values", 5)} <= cases
+    assert report.ok and all(r.max_abs <= 1e-4 for r in report.rows)
+    assert render_table(report).row_count == len(report.rows)
+
+
 @pytest.mark.parametrize("entries", [0, 1, 6])
 def test_onnx_bank_parts_equal_eager_acfb_head(acfb_export, entries):
     """ORT: K/V precomputed by bank_kv, then bank_head = eager ACFBHead.forward (K/V on the fly)."""
