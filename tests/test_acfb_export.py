@@ -143,6 +143,14 @@ def test_parity_with_bank_ort_equals_eager(acfb_export, tmp_path):
         check_parity(ParitySettings(**{**settings.__dict__, "bank": None, "out": tmp_path / "p2"}), progress=False)
 
 
+def test_build_refuses_an_acfb_export_in_one_line(acfb_export, tmp_path):
+    from acar_deploy.engines.build import build_engine
+    from acar_deploy.engines.settings import BuildSettings
+
+    with pytest.raises(InputError, match="no engine builds yet"):
+        build_engine(BuildSettings(export_dir=acfb_export[-1], out_dir=tmp_path / "engine"), progress=False)
+
+
 def test_export_refuses_what_an_acfb_head_cannot_be(tmp_path):
     from acar_deploy.export.exporter import ExportSettings, Parts, export_model
 

@@ -20,6 +20,7 @@ from acar_deploy import __version__
 from acar_deploy.artifacts import atomic_dir, check_can_write, sha256_file
 from acar_deploy.engines.builds.calibration import CalibrationSet, load_calibration_set
 from acar_deploy.engines.settings import BuildSettings, EngineInfo
+from acar_deploy.errors import InputError
 from acar_deploy.formats import (
     ENGINE_FILE,
     ENGINE_FORMAT,
@@ -40,6 +41,9 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
     """Build (or rebuild with `force`) the engine described by `settings`."""
     export = ExportManifest.load(settings.export_dir)
     export.verify_graphs()
+    if "bank_head" in export.parts:
+        raise InputError(f"{export.path}: an acfb export (bank_kv, bank_head) has no engine builds yet; "
+                         "run the export folder itself with ONNX Runtime (parity EXPORT --bank BANK)")
     out = settings.resolved_out_dir
     check_can_write(out, settings.force)
     if settings.runtime == Runtime.TRT and settings.precision == Precision.INT8:

@@ -173,7 +173,8 @@ class Runner:
         clips, rois = check_feeds(feeds)
         bank = "bank_entries" in feeds
         if bank and not self.supports_bank:
-            raise InputError(f"{self.name}: this runner cannot run a feature-bank (acfb) model; use the eager runner")
+            raise InputError(f"{self.name}: this runner cannot run a feature-bank (acfb) model; use the eager runner "
+                             "or ONNX Runtime on an acfb export folder")
         start = time.perf_counter()
         if rois.shape[0] == 0:
             # No box in any clip: neither graph runs (TensorRT profiles need R >= 1; nothing to score).

@@ -160,8 +160,6 @@ class OrtRunner(Runner):
     def _infer_bank(self, clips: np.ndarray, rois: np.ndarray, entries: np.ndarray,
                     window: np.ndarray) -> dict[str, np.ndarray]:
         """backbone -> bank_head, with K/V from bank_kv for the entries new to this window only."""
-        if not self._bank:
-            raise InputError(f"{self.path}: not an acfb export (no bank_kv/bank_head graphs); drop the bank feeds")
         stages: dict[str, float] = {}
         context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
         keys, values = timed(stages, "bank_kv", self.bank_cache.keys_values, entries, self._project_bank)
