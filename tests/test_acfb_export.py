@@ -143,12 +143,38 @@ def test_parity_with_bank_ort_equals_eager(acfb_export, tmp_path):
         check_parity(ParitySettings(**{**settings.__dict__, "bank": None, "out": tmp_path / "p2"}), progress=False)
 
 
-def test_build_refuses_an_acfb_export_in_one_line(acfb_export, tmp_path):
+def test_engines_of_an_acfb_export_equal_eager(acfb_export, tmp_path):
+    """OpenVINO fp32 build of the bank parts = eager for overlapping windows and an empty one (M = 0);
+    an ORT fp32 engine folder too; other precisions are refused in one line."""
+    pytest.importorskip("openvino")
     from acar_deploy.engines.build import build_engine
+    from acar_deploy.engines.runners.eager import EagerRunner
+    from acar_deploy.engines.runners.openvino import OpenVinoRunner
+    from acar_deploy.engines.runners.ort import OrtRunner
     from acar_deploy.engines.settings import BuildSettings
+    from acar_deploy.export.specs import make_spec, random_bank_entries, random_rois
+    from acar_deploy.formats import ExportManifest, Precision, Runtime
 
-    with pytest.raises(InputError, match="no engine builds yet"):
-        build_engine(BuildSettings(export_dir=acfb_export[-1], out_dir=tmp_path / "engine"), progress=False)
+    _, _, _, acfb, _, export = acfb_export
+    with pytest.raises(InputError, match="ort fp32 and openvino"):
+        build_engine(BuildSettings(export_dir=export, precision=Precision.FP16, out_dir=tmp_path / "e"), progress=False)
+    engine = build_engine(BuildSettings(export_dir=export, runtime=Runtime.OPENVINO, out_dir=tmp_path / "ov"),
+                          progress=False).path
+    geometry = ExportManifest.load(export).geometry()
+    rng = np.random.default_rng(3)
+    clips = make_spec("backbone", geometry).example_inputs(rng, 1, 1)["clips"]
+    bank = random_bank_entries(rng, 7, (geometry.bank.channels, *geometry.bank.size))
+    rois = random_rois(rng, 2, 1)
+    with OpenVinoRunner(engine) as runner, EagerRunner(acfb) as eager:
+        for lo, hi in ((0, 5), (2, 7), (0, 0)):
+            feeds = {"clips": clips, "rois": rois, "bank_entries": bank[lo:hi],
+                     "bank_window": np.ones((2, hi - lo), bool)}
+            np.testing.assert_allclose(runner.infer(feeds)["logits"], eager.infer(feeds)["logits"],
+                                       atol=1e-4, rtol=1e-4)
+        assert runner.bank_cache.projected == 8  # 5 + 2 new + the empty window's one masked dummy
+    ort_engine = build_engine(BuildSettings(export_dir=export, out_dir=tmp_path / "ort"), progress=False).path
+    with OrtRunner(ort_engine) as runner, EagerRunner(acfb) as eager:
+        np.testing.assert_allclose(runner.infer(feeds)["logits"], eager.infer(feeds)["logits"], atol=1e-4, rtol=1e-4)
 
 
 def test_export_refuses_what_an_acfb_head_cannot_be(tmp_path):
