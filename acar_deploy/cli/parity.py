@@ -43,6 +43,7 @@ def parity(
         typer.Option(help="Thresholds YAML (`ort-int8: {max_map_drop: 0.5, atol: 0.05}` per line); default: "
                           "`<config>.parity.yaml` beside a --config YAML file, if there is one."),
     ] = None,
+    bank: Annotated[Path | None, typer.Option(help="acfb models: feature bank of the split (bank extract).")] = None,
     threads: Threads = 2,
     out: OptionalOut = None,
     output_format: Format = OutputFormat.text,
@@ -74,6 +75,7 @@ def parity(
         rtol=rtol,
         thresholds=thresholds,
         threads=threads,
+        bank=bank,
         out=out if out is not None else default_parity_out(engine),
         force=force,
     )

@@ -20,6 +20,7 @@ from acar_deploy import __version__
 from acar_deploy.artifacts import atomic_dir, check_can_write, sha256_file
 from acar_deploy.engines.builds.calibration import CalibrationSet, load_calibration_set
 from acar_deploy.engines.settings import BuildSettings, EngineInfo
+from acar_deploy.errors import InputError
 from acar_deploy.export.validate import load_graph
 from acar_deploy.formats import (
     ENGINE_FILE,
@@ -41,6 +42,10 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
     """Build (or rebuild with `force`) the engine described by `settings`."""
     export = ExportManifest.load(settings.export_dir)
     export.verify_graphs()
+    bank_builds = {(Runtime.ORT, Precision.FP32), (Runtime.OPENVINO, Precision.FP32), (Runtime.OPENVINO, Precision.BF16)}
+    if "bank_head" in export.parts and (settings.runtime, settings.precision) not in bank_builds:
+        raise InputError(f"{export.path}: an acfb export (bank_kv, bank_head) builds for ort fp32 and openvino "
+                         f"fp32/bf16 only, not {settings.runtime.value} {settings.precision.value}")
     out = settings.resolved_out_dir
     check_can_write(out, settings.force)
     if settings.runtime == Runtime.TRT and settings.precision == Precision.INT8:

@@ -16,7 +16,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ from acar_deploy.artifacts import atomic_dir, check_can_write, sha256_file
 from acar_deploy.errors import GateFailedError, InputError
 from acar_deploy.export.plugin_nodes import attach_local_functions, main_opset, node_summary
 from acar_deploy.export.specs import (
-    PART_NAMES,
     ExportGeometry,
     Normalization,
     PartSpec,
@@ -44,6 +43,7 @@ from acar_deploy.export.validate import (
     validation_cases,
 )
 from acar_deploy.formats import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, MANIFEST_FILE, ExportManifest
+from acar_deploy.formats.manifest import BANK_PARTS, BankGeometry
 from acar_deploy.progress import progress_bar
 
 MIN_OPSET = 18  # torch's exporter cannot convert this model to 17
@@ -59,7 +59,16 @@ class Parts(str, Enum):
 
     @property
     def names(self) -> tuple[str, ...]:
-        return {"split": ("backbone", "head"), "fused": ("fused",), "all": PART_NAMES}[self.value]
+        return {"split": ("backbone", "head"), "fused": ("fused",), "all": ("backbone", "head", "fused")}[self.value]
+
+    def names_for(self, head_type: str) -> tuple[str, ...]:
+        """An acfb head exports as bank_kv + bank_head (K/V once per bank entry); it has no fused graph."""
+        if head_type != "acfb":
+            return self.names
+        if self == Parts.fused:
+            raise InputError("--parts fused: an acfb head takes its bank window per keyframe and exports "
+                             "split only (backbone, bank_kv, bank_head); use --parts split")
+        return ("backbone", *BANK_PARTS)
 
 
 class NodeChoice(str, Enum):
@@ -240,14 +249,17 @@ def _measure_geometry(model, config, input_size: tuple[int, int], dynamic_size: 
     clips = torch.from_numpy(random_clips(np.random.default_rng(0), 1, input_size, norm, num_frames))
     with torch.inference_mode():
         context = model.context(clips)
+    context_size = (int(context.shape[-2]), int(context.shape[-1]))
+    head = asdict(config.head)
     return ExportGeometry(
         input_size=tuple(input_size),
-        context_size=(int(context.shape[-2]), int(context.shape[-1])),
+        context_size=context_size,
         context_channels=int(context.shape[1]),
         num_classes=int(config.head.num_classes),
         normalization=norm,
         dynamic_size=dynamic_size,
         num_frames=num_frames,
+        bank=BankGeometry.for_head(head, context_size) if config.head.type == "acfb" else None,
     )
 
 
@@ -291,10 +303,15 @@ def export_model(
     model, notes = load_eager_model(checkpoint, get_config(config) if config is not None else None, settings.seed)
     cfg = model.config
     input_size = tuple(settings.input_size or default_input_size(cfg))
-    part_names = Parts(settings.parts).names
+    part_names = Parts(settings.parts).names_for(cfg.head.type)
+    if cfg.head.type == "acfb" and settings.dynamic_size:
+        raise InputError("--dynamic-size: an acfb head's bank entries have the extracting model's map size; "
+                         "export it at a fixed --size")
     roi_plugin = NodeChoice(settings.roi_align) == NodeChoice.plugin
     hr2o_plugin = NodeChoice(settings.hr2o) == NodeChoice.plugin
     notes = list(notes)
+    if cfg.head.type == "acfb" and Parts(settings.parts) == Parts.all:
+        notes.append("--parts all: an acfb head has no fused graph; exported backbone, bank_kv, bank_head")
     if hr2o_plugin and cfg.head.type != "acar":
         notes.append(f"--hr2o plugin: the {cfg.head.type} head has no HR2O layer; nothing to replace")
 

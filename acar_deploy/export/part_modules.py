@@ -16,7 +16,7 @@ from torch import nn
 
 from acar_deploy.export.plugin_nodes import CUSTOM_DOMAIN, HR2O_OP, ROI_ALIGN_OP, plugin_attributes
 
-# ---- the three exported parts ------------------------------------------------------------------
+# ---- the exported parts ------------------------------------------------------------------
 
 
 class BackbonePart(nn.Module):
@@ -47,6 +47,29 @@ class FusedPart(nn.Module):
 
         logits = self.model(clips, rois)
         return logits, action_scores(logits)
+
+
+class BankKVPart(nn.Module):
+    """An acfb head's bank projection: entries -> keys, values of every HR2O layer."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, bank_entries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.head.project_bank(bank_entries)
+
+
+class BankHeadPart(nn.Module):
+    """An acfb head on precomputed bank keys/values (`ACFBHead.forward_projected`)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, context: torch.Tensor, rois: torch.Tensor, bank_keys: torch.Tensor, bank_values: torch.Tensor,
+                bank_window: torch.Tensor) -> torch.Tensor:
+        return self.model.head.forward_projected(context, rois, bank_keys, bank_values, bank_window)
 
 
 # ---- plugin twins ------------------------------------------------------------------------------

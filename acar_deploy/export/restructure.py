@@ -337,7 +337,8 @@ class RestructuredACAR(nn.Module):
 
         self.config = model.config
         self.backbone = FrameBatchedSlowFast(model.backbone)
-        self.head = ContextSplitACARHead(model.head) if isinstance(model.head, ACARHead) else model.head
+        plain_acar = type(model.head) is ACARHead  # not ACFBHead: its bank parts keep the eager head
+        self.head = ContextSplitACARHead(model.head) if plain_acar else model.head
 
     def context(self, clips: torch.Tensor) -> torch.Tensor:
         if clips.shape[2] != self.backbone.frames:

@@ -1,4 +1,5 @@
-"""One spec per exported part (backbone, head, fused), read by both the exporter and the validator.
+"""One spec per exported part (backbone, head, fused; bank_kv and bank_head for acfb heads), read by
+both the exporter and the validator.
 
 A spec says what the graph's inputs and outputs are (names, dtypes, static and dynamic dims), which
 torch callable it is exported from, how to make realistic inputs for it (a random normalised clip;
@@ -20,7 +21,9 @@ from acar_deploy.formats.manifest import NUM_FRAMES, PART_NAMES, ExportGeometry,
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-PART_FILES = {"backbone": "backbone.onnx", "head": "head.onnx", "fused": "acar.onnx"}
+PART_FILES = {"backbone": "backbone.onnx", "head": "head.onnx", "fused": "acar.onnx",
+              "bank_kv": "bank_kv.onnx", "bank_head": "bank.onnx"}
+EXAMPLE_ENTRIES = 5  # bank entries M of the export-time example (never 0 or 1: torch.export specialises those)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,20 @@ def random_rois(rng: np.random.Generator, count: int, batch: int) -> np.ndarray:
 def random_context(rng: np.random.Generator, batch: int, channels: int, size: tuple[int, int]) -> np.ndarray:
     """[B, C, h, w] float32, non-negative and skewed like temporally pooled post-ReLU features."""
     return rng.exponential(0.5, size=(batch, channels, *size)).astype(np.float32)
+
+
+def random_bank_entries(rng: np.random.Generator, count: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """[M, C, h', w'] float32: non-negative like the post-ReLU, max-pooled maps a bank stores, fp16-rounded."""
+    return rng.exponential(0.5, size=(count, *shape)).astype(np.float16).astype(np.float32)
+
+
+def random_bank_window(rng: np.random.Generator, rois: np.ndarray, count: int, batch: int) -> np.ndarray:
+    """[R, M] bool: entry j belongs to one clip's window, box i attends the entries of its own clip.
+
+    With B >= 2 the last clip has no entry (a keyframe whose window is empty), so its boxes see none.
+    """
+    entry_clip = np.sort(np.arange(count) % max(batch - 1, 1))
+    return rois[:, :1].astype(np.int64) == entry_clip[None, :]
 
 
 # ---- part specs --------------------------------------------------------------------------------
@@ -239,13 +256,89 @@ class FusedSpec(PartSpec):
         return FusedPart(model)
 
 
-SPEC_CLASSES: dict[str, type[PartSpec]] = {"backbone": BackboneSpec, "head": HeadSpec, "fused": FusedSpec}
+@dataclass(frozen=True)
+class BankSpec(PartSpec):
+    """Base of the acfb parts: the bank's tensors (entries, and K/V per HR2O layer), dynamic in M."""
+
+    @property
+    def bank(self):
+        if self.geometry.bank is None:
+            raise InputError(f"the {self.part} part exists for acfb heads only (config head.type: acfb)")
+        return self.geometry.bank
+
+    def entries_spec(self) -> TensorSpec:
+        return TensorSpec("bank_entries", ("M", self.bank.channels, *self.bank.size))
+
+    def kv_specs(self) -> tuple[TensorSpec, TensorSpec]:
+        shape = (self.bank.depth, "M", self.bank.channels, *self.bank.size)
+        return TensorSpec("bank_keys", shape), TensorSpec("bank_values", shape)
+
+
+@dataclass(frozen=True)
+class BankKVSpec(BankSpec):
+    """bank_entries [M,C,h',w'] -> bank_keys, bank_values [depth,M,C,h',w'] (once per entry, not per keyframe)."""
+
+    part: ClassVar[str] = "bank_kv"
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return (self.entries_spec(),)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.kv_specs()
+
+    def example_inputs(self, rng, batch, rois, frame_size=None, entries=EXAMPLE_ENTRIES):
+        return {"bank_entries": random_bank_entries(rng, entries, (self.bank.channels, *self.bank.size))}
+
+    def module(self, model):
+        from acar_deploy.export.part_modules import BankKVPart
+
+        return BankKVPart(model)
+
+
+@dataclass(frozen=True)
+class BankHeadSpec(BankSpec):
+    """context [B,C,h,w] + rois [R,5] + bank_keys/values [depth,M,...] + bank_window [R,M] -> logits."""
+
+    part: ClassVar[str] = "bank_head"
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return (self.context_spec(), self.rois_spec(), *self.kv_specs(), TensorSpec("bank_window", ("R", "M"), "bool"))
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return (self.logits_spec(),)
+
+    def example_inputs(self, rng, batch, rois, frame_size=None, entries=EXAMPLE_ENTRIES):
+        size = self.geometry.context_size_for(frame_size) if frame_size else self.geometry.context_size
+        boxes = random_rois(rng, rois, batch)
+        kv_shape = (self.bank.depth, entries, self.bank.channels, *self.bank.size)
+        return {
+            "context": random_context(rng, batch, self.geometry.context_channels, size),
+            "rois": boxes,
+            "bank_keys": rng.normal(0.0, 0.5, kv_shape).astype(np.float32),
+            "bank_values": rng.normal(0.0, 0.5, kv_shape).astype(np.float32),
+            "bank_window": random_bank_window(rng, boxes, entries, batch),
+        }
+
+    def module(self, model):
+        from acar_deploy.export.part_modules import BankHeadPart
+
+        return BankHeadPart(model)
+
+
+SPEC_CLASSES: dict[str, type[PartSpec]] = {"backbone": BackboneSpec, "head": HeadSpec, "fused": FusedSpec,
+                                           "bank_kv": BankKVSpec, "bank_head": BankHeadSpec}
 
 # Declared per part and output: ORT vs eager in fp32 on CPU. Scores are squashed logits, so tighter.
 PART_TOLERANCES: dict[str, dict[str, Tolerance]] = {
     "backbone": {"context": Tolerance(atol=1e-4, rtol=1e-4)},
     "head": {"logits": Tolerance(atol=1e-4, rtol=1e-4)},
     "fused": {"logits": Tolerance(atol=1e-4, rtol=1e-4), "scores": Tolerance(atol=2e-5, rtol=1e-4)},
+    "bank_kv": {"bank_keys": Tolerance(atol=1e-4, rtol=1e-4), "bank_values": Tolerance(atol=1e-4, rtol=1e-4)},
+    "bank_head": {"logits": Tolerance(atol=1e-4, rtol=1e-4)},
 }
 
 

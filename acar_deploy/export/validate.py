@@ -29,6 +29,7 @@ class ValidationSettings:
 
     rois: tuple[int, ...] = (1, 3, 17)
     batches: tuple[int, ...] = (1, 2)
+    entries: tuple[int, ...] = (1, 4, 13)  # bank entries M (acfb parts); with B = 2 one clip has none
     seed: int = 0
 
 
@@ -44,10 +45,12 @@ class ValidationRow:
     atol: float
     rtol: float
     ok: bool
+    M: int | None = None  # bank entries (acfb parts only)
 
     def to_dict(self) -> dict[str, Any]:
+        bank = {"M": self.M} if self.M is not None else {}
         return {
-            "part": self.part, "output": self.output, "R": self.R, "B": self.B, "size": list(self.size),
+            "part": self.part, "output": self.output, "R": self.R, "B": self.B, **bank, "size": list(self.size),
             "max_abs": self.max_abs, "max_rel": self.max_rel, "atol": self.atol, "rtol": self.rtol,
             "ok": self.ok,
         }
@@ -155,13 +158,18 @@ def _within(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) 
     return bool(np.all(np.abs(actual.astype(np.float64) - expected) <= atol + rtol * np.abs(expected.astype(np.float64))))
 
 
-def validation_cases(spec: PartSpec, settings: ValidationSettings) -> list[tuple[int | None, int, tuple[int, int]]]:
-    """(R, B, frame size) cases: R is irrelevant for the backbone (None)."""
+Case = tuple[int | None, int, tuple[int, int], int | None]
+
+
+def validation_cases(spec: PartSpec, settings: ValidationSettings) -> list[Case]:
+    """(R, B, frame size, M) cases: R is irrelevant for the backbone and bank_kv (None), M for non-bank parts."""
     sizes = [spec.geometry.input_size]
     if spec.geometry.dynamic_size:
         sizes.append(spec.geometry.second_input_size())
-    rois: Sequence[int | None] = (None,) if spec.part == "backbone" else settings.rois
-    return [(r, b, s) for s in sizes for b in settings.batches for r in rois]
+    rois: Sequence[int | None] = (None,) if spec.part in ("backbone", "bank_kv") else settings.rois
+    batches = (1,) if spec.part == "bank_kv" else settings.batches
+    entries: Sequence[int | None] = settings.entries if spec.part.startswith("bank_") else (None,)
+    return [(r, b, s, m) for s in sizes for b in batches for r in rois for m in entries]
 
 
 def compare_part(
@@ -177,9 +185,10 @@ def compare_part(
 
     session = ort.InferenceSession(str(graph_path), providers=["CPUExecutionProvider"])
     rows: list[ValidationRow] = []
-    for index, (count, batch, size) in enumerate(validation_cases(spec, settings)):
+    for index, (count, batch, size, entries) in enumerate(validation_cases(spec, settings)):
         rng = np.random.default_rng([settings.seed, index])
-        feeds = spec.example_inputs(rng, batch, count or 1, size)
+        bank = {"entries": entries} if entries is not None else {}
+        feeds = spec.example_inputs(rng, batch, count or 1, size, **bank)
         with torch.inference_mode():
             expected = eager_module(*(torch.from_numpy(feeds[s.name].copy()) for s in spec.inputs))
         if isinstance(expected, torch.Tensor):
@@ -194,7 +203,7 @@ def compare_part(
                 ValidationRow(
                     part=spec.part, output=out_spec.name, R=count, B=batch, size=tuple(size),
                     max_abs=max_abs, max_rel=max_rel, atol=tol.atol, rtol=tol.rtol,
-                    ok=shape_ok and _within(got, ref, tol.atol, tol.rtol),
+                    ok=shape_ok and _within(got, ref, tol.atol, tol.rtol), M=entries,
                 )
             )
         if on_case is not None:
@@ -269,11 +278,12 @@ def render_table(report: ValidationReport):
     from rich.table import Table
 
     table = Table(title=f"validation: {report.path}", show_lines=False)
-    for name in ("part", "output", "R", "B", "size", "max_abs", "max_rel", "atol", "ok"):
+    for name in ("part", "output", "R", "B", "M", "size", "max_abs", "max_rel", "atol", "ok"):
         table.add_column(name, justify="right" if name not in ("part", "output") else "left")
     for r in report.rows:
         table.add_row(
-            r.part, r.output, "-" if r.R is None else str(r.R), str(r.B), f"{r.size[0]}x{r.size[1]}",
+            r.part, r.output, "-" if r.R is None else str(r.R), str(r.B), "-" if r.M is None else str(r.M),
+            f"{r.size[0]}x{r.size[1]}",
             f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", f"{r.atol:.0e}",
             "[green]ok[/green]" if r.ok else "[red]FAIL[/red]",
         )

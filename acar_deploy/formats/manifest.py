@@ -18,7 +18,8 @@ from acar_deploy.formats.fields import FieldReader, read_json_object
 MANIFEST_FILE = "manifest.json"
 EXPORT_FORMAT = "acar-deploy-export"
 EXPORT_FORMAT_VERSION = 1
-PART_NAMES = ("backbone", "head", "fused")
+PART_NAMES = ("backbone", "head", "fused", "bank_kv", "bank_head")
+BANK_PARTS = ("bank_kv", "bank_head")  # an acfb model's head: bank K/V projection + head on projected K/V
 NUM_FRAMES = 32
 _FIX = "re-run `acar-deploy export --force`"
 
@@ -36,6 +37,23 @@ class Normalization:
 
 
 @dataclass(frozen=True)
+class BankGeometry:
+    """An acfb head's bank: entries `[channels, *size]` (first-order map size), K/V per HR2O layer (`depth`)."""
+
+    channels: int
+    size: tuple[int, int]
+    depth: int
+
+    @classmethod
+    def for_head(cls, head: dict[str, Any], context_size: tuple[int, int]) -> BankGeometry:
+        """From the config's head: conv2 (3x3, no padding) then, for max2x2, a 3x3/2 max pool with padding 1."""
+        height, width = context_size[0] - 2, context_size[1] - 2
+        if head.get("downsample", "max2x2") == "max2x2":
+            height, width = (height + 1) // 2, (width + 1) // 2
+        return cls(int(head.get("hidden_dim", 512)), (height, width), int(head.get("depth", 2)))
+
+
+@dataclass(frozen=True)
 class ExportGeometry:
     """Facts every part spec needs: frame size, context map size and width, classes, normalisation."""
 
@@ -46,6 +64,7 @@ class ExportGeometry:
     normalization: Normalization = field(default_factory=Normalization)
     dynamic_size: bool = False
     num_frames: int = NUM_FRAMES  # config input.num_frames (32 for the official configs)
+    bank: BankGeometry | None = None  # acfb heads only
 
     @property
     def context_stride(self) -> int:
@@ -142,8 +161,8 @@ def read_parts(fields: FieldReader) -> dict[str, GraphPartRecord]:
     for name in raw:
         if name in PART_NAMES:
             parts[name] = GraphPartRecord.read(name, fields.child("parts").child(name))
-    if not ({"backbone", "head"} <= parts.keys() or "fused" in parts):
-        raise fields.fail("parts", f"needs backbone+head or fused, found {sorted(raw)}")
+    if not ({"backbone", "head"} <= parts.keys() or "fused" in parts or {"backbone", *BANK_PARTS} <= parts.keys()):
+        raise fields.fail("parts", f"needs backbone+head, fused or backbone+bank_kv+bank_head, found {sorted(raw)}")
     return parts
 
 
@@ -303,7 +322,12 @@ class ExportManifest:
             normalization=self.normalization,
             dynamic_size=self.dynamic_size,
             num_frames=self.num_frames,
+            bank=self.bank_geometry(),
         )
+
+    def bank_geometry(self) -> BankGeometry | None:
+        head = self.config.get("head") if isinstance(self.config.get("head"), dict) else {}
+        return BankGeometry.for_head(head, self.context_size) if head.get("type") == "acfb" else None
 
     def graph_path(self, part: str) -> Path:
         return self.folder / self.parts[part].file

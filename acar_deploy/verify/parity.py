@@ -42,6 +42,7 @@ class ParitySettings:
     force: bool = False
     threads: int = 2
     min_score: float | None = None  # proposal score threshold; None: the dataset layer's default (0.85)
+    bank: Path | None = None  # acfb models: feature bank of the split (acar-deploy bank extract)
 
     def __post_init__(self) -> None:
         check_range("--max-keyframes", self.max_keyframes, 1)  # -1 used to check all but the last keyframe
@@ -252,6 +253,10 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
                          f"{len(model_classes)}; parity needs the 60-class AVA head")
     spec = ClipSpec.from_model_config(config, short_side=config.input.short_side)
     dataset = KeyframeDataset(keyframes, ds.media_root, model_classes, spec=spec, start_seconds=ds.start_seconds)
+    from acar_deploy.bank.dataset import open_bank_for, with_bank
+
+    bank = open_bank_for(settings.bank, config, settings.split) if settings.bank is not None else None
+    dataset, collate = with_bank(dataset, config, bank)
 
     from acar_deploy.engines.runners.base import RunnerOptions
     from acar_deploy.engines.runners.open import open_runner
@@ -275,8 +280,8 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
 
     with eager, engine, progress_bar(progress) as bar:
         task = bar.add_task("parity (eager, then engine)", total=2 * len(dataset))
-        ref_boxes = predict_split(eager, dataset, progress=lambda: bar.advance(task))
-        out_boxes = predict_split(engine, dataset, progress=lambda: bar.advance(task))
+        ref_boxes = predict_split(eager, dataset, progress=lambda: bar.advance(task), collate=collate)
+        out_boxes = predict_split(engine, dataset, progress=lambda: bar.advance(task), collate=collate)
     ref, out = _RunOutputs.of(ref_boxes), _RunOutputs.of(out_boxes)
     pred_eager = _prediction_rows(ref_boxes, model_classes)
     pred_engine = _prediction_rows(out_boxes, model_classes)

@@ -89,6 +89,18 @@ def check_feeds(feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return clips, rois
 
 
+def check_bank(entries: np.ndarray, window: np.ndarray, rois: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """bank_entries [M, C, h, w] (float32 after this) and bank_window [R, M] bool."""
+    entries = np.ascontiguousarray(entries, dtype=np.float32)
+    window = np.ascontiguousarray(window)
+    if entries.ndim != 4:
+        raise InputError(f"bank_entries has shape {list(entries.shape)}; expected [M, C, h, w]")
+    if window.dtype != np.bool_ or window.shape != (rois.shape[0], entries.shape[0]):
+        raise InputError(f"bank_window is {window.dtype} {list(window.shape)}; expected bool "
+                         f"[R, M] = {[rois.shape[0], entries.shape[0]]}")
+    return entries, window
+
+
 class Runner:
     """Base class: activate/close (also a context manager), infer, timings, metadata."""
 
@@ -161,14 +173,15 @@ class Runner:
         clips, rois = check_feeds(feeds)
         bank = "bank_entries" in feeds
         if bank and not self.supports_bank:
-            raise InputError(f"{self.name}: this runner cannot run a feature-bank (acfb) model; use the eager runner")
+            raise InputError(f"{self.name}: this runner cannot run a feature-bank (acfb) model; use the eager runner "
+                             "or ONNX Runtime on an acfb export folder")
         start = time.perf_counter()
         if rois.shape[0] == 0:
             # No box in any clip: neither graph runs (TensorRT profiles need R >= 1; nothing to score).
             self.last_stage_times = {}
             outputs = {"logits": np.zeros((0, self.num_classes), np.float32)}
         elif bank:
-            outputs = self._infer_bank(clips, rois, np.asarray(feeds["bank_entries"]), np.asarray(feeds["bank_window"]))
+            outputs = self._infer_bank(clips, rois, *check_bank(feeds["bank_entries"], feeds.get("bank_window"), rois))
         elif self.split:
             outputs = self._infer_split(clips, rois)
         else:

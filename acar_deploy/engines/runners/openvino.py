@@ -17,10 +17,12 @@ import numpy as np
 
 from acar_deploy.engines import settings as defaults
 from acar_deploy.engines.builds.openvino import bf16_fallback_warning, cpu_capabilities, import_openvino
+from acar_deploy.engines.runners.bank_cache import BankProjectionCache
 from acar_deploy.engines.runners.base import Runner, RunnerOptions, timed
 from acar_deploy.engines.runners.ort import choose_graph
 from acar_deploy.errors import InputError
 from acar_deploy.formats import ENGINE_FILE, EngineRecord, Precision, Runtime
+from acar_deploy.formats.manifest import BANK_PARTS
 
 
 class OpenVinoRunner(Runner):
@@ -42,6 +44,8 @@ class OpenVinoRunner(Runner):
         self.folder = folder
         self.record = folder.openvino
         self._split = choose_graph(folder.parts, options.graph, self.path)
+        self._bank = self._split and "head" not in folder.parts  # an acfb export: backbone, bank_kv, bank_head
+        self.bank_cache = BankProjectionCache()
         super().__init__(f"openvino-{folder.precision.value}:{self.path.name}", folder.num_classes,
                          Runtime.OPENVINO, folder.precision)
         self.metadata["graph"] = "split" if self._split else "fused"
@@ -51,6 +55,14 @@ class OpenVinoRunner(Runner):
     @property
     def split(self) -> bool:
         return self._split
+
+    @property
+    def supports_bank(self) -> bool:
+        return self._bank
+
+    @property
+    def supports_head_only(self) -> bool:
+        return self._split and not self._bank
 
     def compile_properties(self) -> dict[str, Any]:
         options: dict[str, Any] = dict(self.record["compile_options"])
@@ -67,7 +79,7 @@ class OpenVinoRunner(Runner):
         core = ov.Core()
         device = str(self.record.get("build_device", {}).get("device") or defaults.OPENVINO_DEVICE)
         options = self.compile_properties()
-        names = ("backbone", "head") if self._split else ("fused",)
+        names = ("backbone", *BANK_PARTS) if self._bank else ("backbone", "head") if self._split else ("fused",)
         compiled = {}
         for name in names:
             try:
@@ -99,6 +111,7 @@ class OpenVinoRunner(Runner):
 
     def _close(self) -> None:
         self._requests = {}
+        self.bank_cache.clear()
 
     def _run(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         request = self._requests[part]
@@ -107,9 +120,33 @@ class OpenVinoRunner(Runner):
         return {name: request.get_tensor(name).data.copy() for name in self._outputs[part]}
 
     def _infer_split(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        if self._bank:
+            raise InputError(f"{self.path}: an acfb engine needs each keyframe's bank window "
+                             "(feeds bank_entries, bank_window; parity --bank BANK)")
         stages: dict[str, float] = {}
         context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
         outputs = timed(stages, "head", self._run, "head", {"context": context, "rois": rois})
+        self.last_stage_times = stages
+        return outputs
+
+    def _project_bank(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outputs = self._run("bank_kv", {"bank_entries": entries})
+        return outputs["bank_keys"], outputs["bank_values"]
+
+    def _infer_bank(self, clips: np.ndarray, rois: np.ndarray, entries: np.ndarray,
+                    window: np.ndarray) -> dict[str, np.ndarray]:
+        """backbone -> bank_head, K/V from bank_kv for the entries new to this window only.
+
+        An empty window becomes one all-masked zero entry: OpenVINO's bank_head is wrong at M = 0, and
+        a box with no allowed entry gets a zero message either way (exact)."""
+        if entries.shape[0] == 0:
+            entries = np.zeros((1, *entries.shape[1:]), np.float32)
+            window = np.zeros((rois.shape[0], 1), bool)
+        stages: dict[str, float] = {}
+        context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
+        keys, values = timed(stages, "bank_kv", self.bank_cache.keys_values, entries, self._project_bank)
+        feeds = {"context": context, "rois": rois, "bank_keys": keys, "bank_values": values, "bank_window": window}
+        outputs = timed(stages, "head", self._run, "bank_head", feeds)
         self.last_stage_times = stages
         return outputs
 

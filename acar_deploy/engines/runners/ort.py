@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from acar_deploy.engines.runners.bank_cache import BankProjectionCache
 from acar_deploy.engines.runners.base import Runner, RunnerOptions, timed
 from acar_deploy.engines.settings import ORT_PROVIDER_PREFERENCE
 from acar_deploy.errors import InputError
 from acar_deploy.formats import EngineRecord, ExportManifest, Precision, Runtime, folder_kind
+from acar_deploy.formats.manifest import BANK_PARTS
 
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "layout", "all")
 
@@ -53,8 +55,8 @@ def session_options(settings: RunnerOptions) -> Any:
 
 
 def choose_graph(parts: dict[str, Any], graph: str, where: Path) -> bool:
-    """True for split (backbone + head), False for fused."""
-    has_split = {"backbone", "head"} <= parts.keys()
+    """True for split (backbone + head, or an acfb head's backbone + bank parts), False for fused."""
+    has_split = {"backbone", "head"} <= parts.keys() or {"backbone", *BANK_PARTS} <= parts.keys()
     if graph == "auto":
         return has_split
     if graph == "split":
@@ -89,19 +91,29 @@ class OrtRunner(Runner):
         self.folder = folder
         self._split = choose_graph(folder.parts, settings.graph, self.path)
         super().__init__(f"ort-{precision.value}:{self.path.name}", folder.num_classes, Runtime.ORT, precision)
+        self._bank = self._split and "head" not in folder.parts  # an acfb export: backbone, bank_kv, bank_head
         self.metadata.update({"graph": "split" if self._split else "fused"})
         self._sessions: dict[str, Any] = {}
+        self.bank_cache = BankProjectionCache()
 
     @property
     def split(self) -> bool:
         return self._split
+
+    @property
+    def supports_bank(self) -> bool:
+        return self._bank
+
+    @property
+    def supports_head_only(self) -> bool:
+        return self._split and not self._bank
 
     def _activate(self) -> None:
         import onnxruntime as ort
 
         providers = available_providers(self.settings.providers)
         options = session_options(self.settings)
-        names = ("backbone", "head") if self._split else ("fused",)
+        names = ("backbone", *BANK_PARTS) if self._bank else ("backbone", "head") if self._split else ("fused",)
         try:
             self._sessions = {
                 n: ort.InferenceSession(str(self.folder.graph_path(n)), sess_options=options, providers=providers)
@@ -123,6 +135,7 @@ class OrtRunner(Runner):
 
     def _close(self) -> None:
         self._sessions = {}
+        self.bank_cache.clear()
 
     def _run(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self._sessions[part]
@@ -131,9 +144,27 @@ class OrtRunner(Runner):
         return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
 
     def _infer_split(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        if self._bank:
+            raise InputError(f"{self.path}: an acfb export needs each keyframe's bank window "
+                             "(feeds bank_entries, bank_window; detect/parity --bank BANK)")
         stages: dict[str, float] = {}
         context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
         outputs = timed(stages, "head", self._run, "head", {"context": context, "rois": rois})
+        self.last_stage_times = stages
+        return outputs
+
+    def _project_bank(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outputs = self._run("bank_kv", {"bank_entries": entries})
+        return outputs["bank_keys"], outputs["bank_values"]
+
+    def _infer_bank(self, clips: np.ndarray, rois: np.ndarray, entries: np.ndarray,
+                    window: np.ndarray) -> dict[str, np.ndarray]:
+        """backbone -> bank_head, with K/V from bank_kv for the entries new to this window only."""
+        stages: dict[str, float] = {}
+        context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
+        keys, values = timed(stages, "bank_kv", self.bank_cache.keys_values, entries, self._project_bank)
+        feeds = {"context": context, "rois": rois, "bank_keys": keys, "bank_values": values, "bank_window": window}
+        outputs = timed(stages, "head", self._run, "bank_head", feeds)
         self.last_stage_times = stages
         return outputs
 

@@ -1,0 +1,186 @@
+"""acfb export and deploy: bank_kv + bank_head in ONNX Runtime = the eager ACFB head (K/V precomputed
+per entry = on the fly), the ORT runner's per-entry K/V cache, parity with a bank, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from acar_deploy.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def acfb_export(tmp_path_factory):
+    """Synthetic temporal data, a no-bank model's val bank, a random acfb model and its ORT export."""
+    from acar_deploy.bank.extract import ExtractSettings, extract_bank
+    from acar_deploy.data.synth import SynthSettings, synthesize
+    from acar_deploy.export.exporter import ExportSettings, export_model
+    from acar_deploy.model.acar import ACARModel
+    from acar_deploy.model.checkpoint import save_checkpoint
+    from acar_deploy.model.config import ModelConfig
+
+    root = tmp_path_factory.mktemp("acfbexport")
+    data = synthesize(SynthSettings(root / "data", videos=3, seconds=5, seed=2, width=64, height=48,
+                                    temporal=True)).out_dir
+    models = {}
+    for name in ("config", "config_acfb"):
+        cfg = yaml.safe_load((data / f"{name}.yaml").read_text())
+        cfg["input"]["short_side"] = 48
+        torch.manual_seed(0)
+        models[name] = ACARModel(ModelConfig.from_dict({k: v for k, v in cfg.items() if k != "train"})).eval()
+    nobank = save_checkpoint(models["config"], root / "nobank.pt")
+    bank = extract_bank(ExtractSettings(checkpoint=nobank, data=data, out=root / "bank_val", split="val",
+                                        progress=False)).out
+    acfb = models["config_acfb"]
+    with torch.no_grad():  # weights away from torch's init, so that the bank's messages move the logits
+        for layer in acfb.head.hr2o:
+            layer.conv.weight.mul_(20.0)
+    ckpt = save_checkpoint(acfb, root / "acfb.pt")
+    export_model(root / "export", ckpt, None, ExportSettings(input_size=(48, 64), validate=False))
+    return root, data, bank, acfb, ckpt, root / "export"
+
+
+def _session(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_manifest_lists_bank_parts_with_the_banks_shape(acfb_export):
+    from acar_deploy.formats import ExportManifest
+    from acar_deploy.formats.bank import BankManifest
+
+    _, _, bank, acfb, _, export = acfb_export
+    manifest = ExportManifest.load(export)
+    assert sorted(manifest.parts) == ["backbone", "bank_head", "bank_kv"]
+    geometry = manifest.geometry().bank
+    # the formula for the first-order map size = what extraction really stored
+    assert (geometry.channels, *geometry.size) == tuple(BankManifest.load(bank).feature_shape)
+    assert geometry.depth == acfb.config.head.depth
+    assert manifest.parts["bank_head"].shape_of("bank_window") == ["R", "M"]
+
+
+def test_validate_export_checks_the_bank_parts_against_eager(acfb_export):
+    from acar_deploy.export.validate import ValidationSettings, render_table, validate_export
+
+    export = acfb_export[-1]
+    report = validate_export(export, settings=ValidationSettings(rois=(3,), batches=(2,), entries=(0, 5)))
+    cases = {(r.part, r.output, r.M) for r in report.rows}
+    assert {("bank_head", "logits", 0), ("bank_head", "logits", 5), ("bank_kv", "bank_values", 5)} <= cases
+    assert report.ok and all(r.max_abs <= 1e-4 for r in report.rows)
+    assert render_table(report).row_count == len(report.rows)
+
+
+@pytest.mark.parametrize("entries", [0, 1, 6])
+def test_onnx_bank_parts_equal_eager_acfb_head(acfb_export, entries):
+    """ORT: K/V precomputed by bank_kv, then bank_head = eager ACFBHead.forward (K/V on the fly)."""
+    from acar_deploy.export.specs import make_spec
+    from acar_deploy.formats import ExportManifest
+
+    _, _, _, acfb, _, export = acfb_export
+    manifest = ExportManifest.load(export)
+    spec = make_spec("bank_head", manifest.geometry())
+    rng = np.random.default_rng(entries)
+    feeds = spec.example_inputs(rng, 2, 5, entries=entries)  # clip 1 has no entry: its boxes see none
+    entries_np = make_spec("bank_kv", manifest.geometry()).example_inputs(rng, 1, 1, entries=entries)["bank_entries"]
+    keys, values = _session(export / "bank_kv.onnx").run(None, {"bank_entries": entries_np})
+    with torch.no_grad():
+        ref_keys, ref_values = acfb.head.project_bank(torch.from_numpy(entries_np))
+        expected = acfb.head(torch.from_numpy(feeds["context"]), torch.from_numpy(feeds["rois"].copy()),
+                             torch.from_numpy(entries_np), torch.from_numpy(feeds["bank_window"])).numpy()
+        no_bank = acfb.head(torch.from_numpy(feeds["context"]), torch.from_numpy(feeds["rois"].copy()),
+                            torch.zeros(0, *entries_np.shape[1:]), torch.zeros(5, 0, dtype=torch.bool)).numpy()
+    np.testing.assert_allclose(keys, ref_keys.numpy(), atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(values, ref_values.numpy(), atol=1e-5, rtol=1e-4)
+    feeds.update(bank_keys=keys, bank_values=values)
+    (logits,) = _session(export / "bank.onnx").run(None, feeds)
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+    sees = feeds["bank_window"].any(1)
+    if sees.any():  # the bank changes the logits of boxes that see entries, not of the others
+        assert np.abs(expected[sees] - no_bank[sees]).max() > 1e-3
+    np.testing.assert_allclose(expected[~sees], no_bank[~sees], atol=1e-6)
+
+
+def test_ort_runner_projects_each_entry_once_per_window(acfb_export):
+    """Two keyframes whose windows overlap: K/V of the shared entries are reused, logits = eager."""
+    from acar_deploy.engines.runners.eager import EagerRunner
+    from acar_deploy.engines.runners.ort import OrtRunner
+    from acar_deploy.export.specs import make_spec, random_bank_entries, random_rois
+    from acar_deploy.formats import ExportManifest
+
+    _, _, _, acfb, _, export = acfb_export
+    geometry = ExportManifest.load(export).geometry()
+    rng = np.random.default_rng(7)
+    clips = make_spec("backbone", geometry).example_inputs(rng, 1, 1)["clips"]
+    bank = random_bank_entries(rng, 8, (geometry.bank.channels, *geometry.bank.size))
+    rois = random_rois(rng, 3, 1)
+    with OrtRunner(export) as ort_runner, EagerRunner(acfb) as eager:
+        assert ort_runner.supports_bank and not ort_runner.supports_head_only
+        for lo, hi in ((0, 6), (2, 8)):
+            feeds = {"clips": clips, "rois": rois, "bank_entries": bank[lo:hi],
+                     "bank_window": np.ones((3, hi - lo), bool)}
+            got, want = ort_runner.infer(feeds), eager.infer(feeds)
+            np.testing.assert_allclose(got["logits"], want["logits"], atol=1e-4, rtol=1e-4)
+        assert ort_runner.bank_cache.projected == 8  # not 12: entries 2..5 were projected once
+        with pytest.raises(InputError, match="bank_window"):
+            ort_runner.infer({**feeds, "bank_window": np.ones((2, 6), bool)})
+        with pytest.raises(InputError, match="bank window"):
+            ort_runner.infer({"clips": clips, "rois": rois})
+
+
+def test_parity_with_bank_ort_equals_eager(acfb_export, tmp_path):
+    from acar_deploy.verify.parity import ParitySettings, check_parity
+
+    root, data, bank, _, ckpt, export = acfb_export
+    settings = ParitySettings(engine=str(export), data=data, checkpoint=ckpt, bank=bank, threads=1,
+                              out=tmp_path / "parity", atol=1e-4, rtol=1e-4)
+    report = check_parity(settings, progress=False)
+    assert report.boxes > 0 and report.passed
+    assert all(d.max_abs <= 1e-4 for d in report.outputs)
+    with pytest.raises(InputError, match="--bank"):
+        check_parity(ParitySettings(**{**settings.__dict__, "bank": None, "out": tmp_path / "p2"}), progress=False)
+
+
+def test_engines_of_an_acfb_export_equal_eager(acfb_export, tmp_path):
+    """OpenVINO fp32 build of the bank parts = eager for overlapping windows and an empty one (M = 0);
+    an ORT fp32 engine folder too; other precisions are refused in one line."""
+    pytest.importorskip("openvino")
+    from acar_deploy.engines.build import build_engine
+    from acar_deploy.engines.runners.eager import EagerRunner
+    from acar_deploy.engines.runners.openvino import OpenVinoRunner
+    from acar_deploy.engines.runners.ort import OrtRunner
+    from acar_deploy.engines.settings import BuildSettings
+    from acar_deploy.export.specs import make_spec, random_bank_entries, random_rois
+    from acar_deploy.formats import ExportManifest, Precision, Runtime
+
+    _, _, _, acfb, _, export = acfb_export
+    with pytest.raises(InputError, match="ort fp32 and openvino"):
+        build_engine(BuildSettings(export_dir=export, precision=Precision.FP16, out_dir=tmp_path / "e"), progress=False)
+    engine = build_engine(BuildSettings(export_dir=export, runtime=Runtime.OPENVINO, out_dir=tmp_path / "ov"),
+                          progress=False).path
+    geometry = ExportManifest.load(export).geometry()
+    rng = np.random.default_rng(3)
+    clips = make_spec("backbone", geometry).example_inputs(rng, 1, 1)["clips"]
+    bank = random_bank_entries(rng, 7, (geometry.bank.channels, *geometry.bank.size))
+    rois = random_rois(rng, 2, 1)
+    with OpenVinoRunner(engine) as runner, EagerRunner(acfb) as eager:
+        for lo, hi in ((0, 5), (2, 7), (0, 0)):
+            feeds = {"clips": clips, "rois": rois, "bank_entries": bank[lo:hi],
+                     "bank_window": np.ones((2, hi - lo), bool)}
+            np.testing.assert_allclose(runner.infer(feeds)["logits"], eager.infer(feeds)["logits"],
+                                       atol=1e-4, rtol=1e-4)
+        assert runner.bank_cache.projected == 8  # 5 + 2 new + the empty window's one masked dummy
+    ort_engine = build_engine(BuildSettings(export_dir=export, out_dir=tmp_path / "ort"), progress=False).path
+    with OrtRunner(ort_engine) as runner, EagerRunner(acfb) as eager:
+        np.testing.assert_allclose(runner.infer(feeds)["logits"], eager.infer(feeds)["logits"], atol=1e-4, rtol=1e-4)
+
+
+def test_export_refuses_what_an_acfb_head_cannot_be(tmp_path):
+    from acar_deploy.export.exporter import ExportSettings, Parts, export_model
+
+    with pytest.raises(InputError, match="--parts fused"):
+        export_model(tmp_path / "a", None, "acfb_tiny", ExportSettings(parts=Parts.fused, input_size=(64, 64)))
+    with pytest.raises(InputError, match="--dynamic-size"):
+        export_model(tmp_path / "b", None, "acfb_tiny", ExportSettings(input_size=(64, 64), dynamic_size=True))
