@@ -273,6 +273,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         lines = []
         reports = {}
         for engine in result.engines:
+            started = time.perf_counter()
             try:  # a failed gate is a result to report, not a reason to stop the demo
                 report = check_parity(
                     ParitySettings(engine=str(engine), data=data, checkpoint=checkpoint, config=str(config),
@@ -285,7 +286,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
             reports[engine.name] = report
             result.parity_passed[engine.name] = report.passed
             lines.append(f"{engine.name} {'PASS' if report.passed else 'FAIL'} "
-                         f"(mAP {report.map_diff_points:+.2f} pts)")
+                         f"(mAP {report.map_diff_points:+.2f} pts, {time.perf_counter() - started:.1f} s)")
         state["parity"] = reports
         return ", ".join(lines)
 
