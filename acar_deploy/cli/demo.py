@@ -46,6 +46,7 @@ def demo_command(
             "engines": [str(p) for p in result.engines],
             "parity_passed": result.parity_passed,
             "renders": [str(p) for p in result.renders],
+            "skipped": result.notes,
             "stages": [{"name": s.name, "seconds": s.seconds, "summary": s.summary} for s in result.stages],
         }))
     else:
