@@ -1,9 +1,10 @@
 """`acar-deploy demo`: the whole pipeline on embedded synthetic data, with no downloads.
 
 synthesise an AVA-format dataset -> train a small ACAR model on CPU -> frame-mAP -> export (split
-and fused; standard and plugin nodes) -> ONNX Runtime fp32 / fp16 / int8 engines (and TensorRT when a
-GPU and TensorRT are present) -> latency against eager in one interleaved run -> parity gate ->
-rendered keyframes -> `report.md`.
+and fused; standard and plugin nodes) -> ONNX Runtime fp32 / fp16 / int8 engines, OpenVINO fp32 / int8
+(and bf16 in the full profile) engines when OpenVINO is installed, TensorRT fp16 / int8 when a GPU and
+TensorRT are present -> latency against eager in one interleaved run -> parity gate -> rendered
+keyframes -> `report.md`.
 
 Every stage calls the same library function as its CLI command and keeps its output under `out`,
 so a user can rerun any single command on it; `report.md` lists those commands.
@@ -38,14 +39,17 @@ class DemoProfile:
     parity_max_keyframes: int | None
     render_videos: int
     plugin_parts: str  # the plugin-node export: "split" (quick) or "all" (split + fused)
+    openvino_precisions: tuple[str, ...]  # OpenVINO engines built when `openvino` imports
 
 
 # Both train on the recipe tests/test_train_learns.py checks (48 videos x 3 s, 8 epochs: val frame-mAP
 # ~0.7 against ~0.35 chance); smaller synthetic sets at this learning rate can diverge.
 QUICK = DemoProfile(videos=48, seconds=3, epochs=8, calib_clips=8, bench_iters=5, bench_actors=(4, 1, 8),
-                    bench_size=(96, 128), parity_max_keyframes=None, render_videos=1, plugin_parts="split")
+                    bench_size=(96, 128), parity_max_keyframes=None, render_videos=1, plugin_parts="split",
+                    openvino_precisions=("fp32", "int8"))
 FULL = DemoProfile(videos=48, seconds=3, epochs=8, calib_clips=32, bench_iters=50, bench_actors=(8, 1, 4, 16, 32),
-                   bench_size=(96, 128), parity_max_keyframes=None, render_videos=3, plugin_parts="all")
+                   bench_size=(96, 128), parity_max_keyframes=None, render_videos=3, plugin_parts="all",
+                   openvino_precisions=("fp32", "bf16", "int8"))
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class DemoResult:
     engines: list[Path] = field(default_factory=list)
     parity_passed: dict[str, bool] = field(default_factory=dict)
     renders: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # runtimes skipped and why; printed in report.md
 
 
 def tensorrt_available() -> bool:
@@ -88,6 +93,15 @@ def tensorrt_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def openvino_available() -> bool:
+    """OpenVINO engines are built where the optional `openvino` package imports (`[openvino]` extra)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _cmd(*parts: Any) -> str:
@@ -202,8 +216,16 @@ def run_demo(settings: DemoSettings) -> DemoResult:
 
     builds: list[tuple[Runtime, Precision]] = [(Runtime.ORT, Precision.FP32), (Runtime.ORT, Precision.FP16),
                                                (Runtime.ORT, Precision.INT8)]
+    if openvino_available():
+        builds += [(Runtime.OPENVINO, Precision(p)) for p in profile.openvino_precisions]
+    else:
+        from acar_deploy.engines.builds.openvino import OPENVINO_INSTALL_HINT
+
+        result.notes.append(f"OpenVINO engines skipped: the `openvino` package does not import ({OPENVINO_INSTALL_HINT})")
     if tensorrt_available():
         builds += [(Runtime.TRT, Precision.FP16), (Runtime.TRT, Precision.INT8)]
+    else:
+        result.notes.append("TensorRT engines skipped: they need TensorRT and a CUDA GPU")
 
     def build_stage() -> str:
         lines = []
@@ -220,7 +242,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
 
     stages.run("build engines", _cmd("build", export_std, "--runtime", "ort", "--precision", "int8",
                                      "--calib-data", data, "--out", out / "engines" / "acar-ort-int8")
-               + " (and fp32, fp16)", build_stage)
+               + " (and " + ", ".join(f"{r.value} {p.value}" for r, p in builds if (r, p) != (Runtime.ORT, Precision.INT8))
+               + ")", build_stage)
 
     bench_dir = out / "bench"
 
@@ -250,6 +273,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         lines = []
         reports = {}
         for engine in result.engines:
+            started = time.perf_counter()
             try:  # a failed gate is a result to report, not a reason to stop the demo
                 report = check_parity(
                     ParitySettings(engine=str(engine), data=data, checkpoint=checkpoint, config=str(config),
@@ -262,7 +286,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
             reports[engine.name] = report
             result.parity_passed[engine.name] = report.passed
             lines.append(f"{engine.name} {'PASS' if report.passed else 'FAIL'} "
-                         f"(mAP {report.map_diff_points:+.2f} pts)")
+                         f"(mAP {report.map_diff_points:+.2f} pts, {time.perf_counter() - started:.1f} s)")
         state["parity"] = reports
         return ", ".join(lines)
 
@@ -311,7 +335,7 @@ def _chance_map(data: Path) -> float:
 def write_report(result: DemoResult, state: dict[str, Any], settings: DemoSettings) -> Path:
     """report.md: what each stage did, the latency and parity tables, the plots and rendered keyframes."""
     from acar_deploy.artifacts import atomic_file
-    from acar_deploy.bench.report import environment_block, latency_table, stage_table
+    from acar_deploy.bench.report import environment_block, execution_lines, latency_table, stage_table
     from acar_deploy.verify.parity import markdown_parity
 
     out = result.out
@@ -330,6 +354,8 @@ def write_report(result: DemoResult, state: dict[str, Any], settings: DemoSettin
     lines += ["", f"Final val frame-mAP: **{100 * scored.mAP:.2f}** (chance level {100 * state['chance_map']:.2f}).", ""]
     bench = state["bench"]
     lines += ["## Latency (measured in one interleaved run)", "", latency_table(bench), "", stage_table(bench), ""]
+    if execution := execution_lines(bench):  # e.g. an OpenVINO bf16 engine that ran f32 on this CPU
+        lines += ["What each runtime ran:", "", *execution, ""]
     for png in ("latency_vs_actors.png", "stages.png"):
         lines.append(f"![{png}]({rel(out / 'bench' / png)})")
     lines += ["", "Tiny model on synthetic 96x128 clips: the ratios show the pipeline works, not R50 figures "
@@ -342,6 +368,8 @@ def write_report(result: DemoResult, state: dict[str, Any], settings: DemoSettin
                      f"{100 * report.top1_changed:.1f} % |")
     for name, report in state["parity"].items():
         lines += ["", f"### {name}", "", markdown_parity(report).strip()]
+    if result.notes:
+        lines += ["", "## Skipped", "", *[f"- {n}" for n in result.notes]]
     lines += ["", "## Rendered keyframes", ""]
     lines += [f"![{p.name}]({rel(p)})" for p in result.renders]
     lines += ["", "## Rerun any stage", "", "```bash"] + [s.command for s in result.stages] + ["```", ""]

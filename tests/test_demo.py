@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 
@@ -11,6 +12,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from acar_deploy.cli.main import app
+
+# `make test` installs the [openvino] extra: there the quick demo must build, bench and gate these
+OPENVINO = importlib.util.find_spec("openvino") is not None
+ORT_ENGINES = ("acar-ort-fp32", "acar-ort-fp16", "acar-ort-int8")
+OPENVINO_ENGINES = ("acar-openvino-fp32", "acar-openvino-int8") if OPENVINO else ()
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +33,8 @@ def test_demo_report_has_measured_latency_table(demo):
     bench = json.loads((out / "bench" / "results.json").read_text())
     names = [r["name"] for r in bench["runtimes"]]
     assert names[0] == "eager" and {"ort-fp32", "ort-fp16", "ort-int8"} <= set(names)
+    expected_openvino = {"openvino-fp32", "openvino-int8"} if OPENVINO else set()
+    assert {n for n in names if n.startswith("openvino")} == expected_openvino
     # every runtime's measured mean per clip (ms) appears in the report's latency table
     for runtime in bench["runtimes"]:
         row = next(r for r in runtime["by_actors"] if r["actors"] == bench["settings"]["actors"][0])
@@ -39,7 +47,8 @@ def test_demo_report_has_measured_latency_table(demo):
 def test_demo_report_has_parity_results(demo):
     out, summary = demo
     report = (out / "report.md").read_text()
-    for engine in ("acar-ort-fp32", "acar-ort-fp16", "acar-ort-int8"):
+    assert sorted(summary["parity_passed"]) == sorted(ORT_ENGINES + OPENVINO_ENGINES)
+    for engine in ORT_ENGINES + OPENVINO_ENGINES:
         parity = json.loads((out / "parity" / engine / "parity.json").read_text())
         verdict = "PASS" if parity["passed"] else "FAIL"
         assert f"| {engine} | {verdict}" in report
@@ -53,6 +62,13 @@ def test_demo_report_has_parity_results(demo):
     assert fp32["passed"]
     assert fp32["thresholds"]["atol"] == 1e-3 and fp32["thresholds"]["max_map_drop"] == 0.1
     assert fp32["task"]["frame_map_engine"] == pytest.approx(fp32["task"]["frame_map_eager"], abs=1e-9)
+    if OPENVINO:  # OpenVINO fp32 pins f32 inference precision: the same gate as ORT fp32
+        ov32 = json.loads((out / "parity" / "acar-openvino-fp32" / "parity.json").read_text())
+        assert ov32["passed"] and ov32["engine_kind"] == "openvino-fp32"
+        assert ov32["metadata"]["engine"]["inference_precision"] == "f32"
+        assert "- engine inference precision f32 (engine fp32; native bf16 on " in report
+    else:  # the report says why there are no OpenVINO rows
+        assert "OpenVINO engines skipped" in report
 
 
 def test_demo_renders_keyframes_and_keeps_stage_outputs(demo):

@@ -183,7 +183,7 @@ def parity_setup(tmp_path_factory):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_parity_gate_passes_openvino_engines(parity_setup, precision):
-    from acar_deploy.verify.parity import ParitySettings, check_parity
+    from acar_deploy.verify.parity import ParitySettings, check_parity, markdown_parity
 
     root, data, checkpoint, export = parity_setup
     engine = build_engine(BuildSettings(export, runtime="openvino", precision=precision, out_dir=root / precision),
@@ -191,6 +191,8 @@ def test_parity_gate_passes_openvino_engines(parity_setup, precision):
     report = check_parity(ParitySettings(engine=str(engine), data=data, checkpoint=checkpoint), progress=False)
     assert report.passed and report.engine_kind == f"openvino-{precision}"
     assert abs(report.map_diff_points) <= 0.5
+    effective = report.metadata["engine"]["inference_precision"]  # what OpenVINO says the compiled model uses
+    assert f"- engine inference precision {effective} (engine {precision}; native bf16 on " in markdown_parity(report)
 
 
 def test_parity_gate_fails_a_damaged_openvino_engine(parity_setup, tmp_path):
@@ -247,6 +249,28 @@ def test_bench_adds_the_eager_bf16_row():
                                          warmup=0, iters=1, threads=1, count_flops=False, plots=False), progress=False)
     row = result.runtime("eager-bf16")
     assert row.at(2).ratio_to_eager is not None and row.at(2).ratio_to_eager > 0
+
+
+def test_bench_report_shows_the_precision_a_bf16_engine_ran_at(engines, tmp_path):
+    """On a CPU without native bf16 (OpenVINO's own capability list says so) the bf16 engine's bench
+    report states that it ran f32, with the recorded warning; on one with it, that it ran bf16."""
+    import openvino as ov
+
+    from acar_deploy.bench.latency import BenchSettings, run_benchmark
+    from acar_deploy.bench.report import write_bench_report
+
+    export, built = engines
+    native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    result = run_benchmark(BenchSettings(engines=(str(built["bf16"].path),), checkpoint=export.checkpoint,
+                                         config="acar_tiny", actors=(2,), size=(64, 64), warmup=0, iters=1,
+                                         threads=1, count_flops=False, plots=False), progress=False)
+    report = (write_bench_report(result, tmp_path / "bench") / "results.md").read_text()
+    ran = "bf16" if native else "f32"
+    line = next(line for line in report.splitlines() if "inference precision" in line)
+    assert f"inference precision {ran} (engine bf16; native bf16 on " in line
+    assert line.endswith(f": {'yes' if native else 'no'})") or "; warning:" in line
+    assert ("no native bf16" in report) is (not native)
+    assert "inference precision" not in report.split("## What each runtime ran", 1)[0]  # only in its section
 
 
 def test_cli_build_refuses_bf16_for_onnx_runtime_in_one_line(tmp_path, tiny_export_factory):

@@ -252,6 +252,57 @@ def test_tensorrt_plan_configs_match_the_manifest(export_dir, tmp_path):
                                settings=TritonSettings(kind=InstanceKind.cpu))
 
 
+def test_openvino_engine_is_served_by_the_openvino_backend(export_dir, tmp_path):
+    """IR as model.xml + model.bin (the backend's default names), `backend: "openvino"`, CPU instances,
+    the engine's compile options as backend parameters; dims equal the ONNX graphs' and the IR's own."""
+    ov = pytest.importorskip("openvino")
+    import shutil
+
+    parts = ("backbone", "head")
+    ir = tmp_path / "ir"
+    ir.mkdir()
+    for part in parts:
+        ov.save_model(ov.Core().read_model(str(export_dir / f"{part}.onnx")), str(ir / f"{part}.xml"),
+                      compress_to_fp16=False)
+    engine = _engine_folder(tmp_path, export_dir, "standin-openvino-bf16",
+                            {f"{p}.xml": (ir / f"{p}.xml").read_bytes() for p in parts}, "openvino", "bf16")
+    for part in parts:
+        shutil.copyfile(ir / f"{part}.bin", engine / f"{part}.bin")
+    record = json.loads((engine / "engine.json").read_text())
+    record["openvino"] = {"compile_options": {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY",
+                                              "NUM_STREAMS": "1"}, "cache_dir": "cache"}
+    (engine / "engine.json").write_text(json.dumps(record))
+
+    repo = build_model_repository(export_dir, tmp_path / "repo", engines=(engine,), settings=TritonSettings(max_batch=4))
+    assert {m.name: m.platform for m in repo.models} == {"acar_backbone": "openvino", "acar_head": "openvino",
+                                                         "acar": "python"}
+    for part in parts:
+        model_dir = repo.path / f"acar_{part}"
+        config = _parse_config(model_dir)
+        assert config.backend == "openvino" and config.platform == ""
+        assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.bin", "model.xml"]
+        for suffix in ("xml", "bin"):
+            assert (model_dir / "1" / f"model.{suffix}").read_bytes() == (ir / f"{part}.{suffix}").read_bytes()
+        assert config.max_batch_size == 0  # unbatched even with --max-batch 4 (see backbone_config)
+        assert _config_io(config) == _graph_io(export_dir / f"{part}.onnx")
+        served = ov.Core().read_model(str(model_dir / "1" / "model.xml"))  # finds model.bin beside it
+        ir_dims = {port.get_any_name(): [-1 if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]
+                   for port in list(served.inputs) + list(served.outputs)}
+        assert {name: dims for name, (_, dims) in _config_io(config).items()} == ir_dims
+        params = {k: v.string_value for k, v in config.parameters.items()}
+        assert params == {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "HINT_BF16": "YES"}
+        assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+    pipeline = {k: v.string_value for k, v in _parse_config(repo.path / "acar").parameters.items()}
+    assert pipeline["backbone_max_batch"] == "0"
+
+    with pytest.raises(InputError, match="OpenVINO backend runs on the CPU only"):
+        build_model_repository(export_dir, tmp_path / "gpu", engines=(engine,),
+                               settings=TritonSettings(kind=InstanceKind.gpu))
+    (engine / "head.bin").unlink()
+    with pytest.raises(InputError, match=r"head\.bin: the IR's weights are missing"):
+        build_model_repository(export_dir, tmp_path / "nobin", engines=(engine,))
+
+
 def test_several_engines_are_served_side_by_side(export_dir, tmp_path):
     trt = _engine_folder(tmp_path, export_dir, "trt", {"backbone.plan": b"plan b", "head.plan": b"plan h"}, "trt")
     graphs = {f"{p}.onnx": (export_dir / f"{p}.onnx").read_bytes() for p in ("backbone", "head")}

@@ -11,6 +11,7 @@ from typing import Any
 from acar_deploy.artifacts import atomic_dir, write_json
 from acar_deploy.bench.results import EAGER, BenchResult
 from acar_deploy.bench.stats import PERCENTILE_METHOD_NOTE
+from acar_deploy.engines.runners.base import execution_details
 
 
 def _ms(seconds: float | None) -> str:
@@ -74,6 +75,12 @@ def head_slope_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+def execution_lines(result: BenchResult) -> list[str]:
+    """One line per runtime whose effective precision or warnings say more than its name."""
+    return [f"- {rt.name}: " + "; ".join(details) for rt in result.runtimes
+            if (details := execution_details(rt.metadata))]
+
+
 def environment_block(env: dict[str, Any]) -> str:
     gpu = env.get("gpu")
     gpu_text = "none" if not gpu else f"{gpu['name']} (driver {gpu.get('driver') or '?'}, CUDA {gpu.get('cuda_runtime')})"
@@ -115,6 +122,8 @@ def markdown_report(result: BenchResult) -> str:
         *head_slope_lines(result),
         "",
     ]
+    if execution := execution_lines(result):
+        parts += ["## What each runtime ran", "", *execution, ""]
     if result.flops is not None:
         f = result.flops
         per_actor = ", ".join(f"{a}: {f.head_per_actor(a) / 1e9:.4g}" for a in sorted(f.head_by_actors))

@@ -16,8 +16,9 @@ from acar_deploy.jsonout import dumps
 @app.command(
     "demo",
     help="Synthesise AVA-format data, train a small ACAR model on CPU, evaluate frame-mAP, export "
-    "(split and fused; standard and plugin nodes), build ONNX Runtime fp32/fp16/int8 engines (and TensorRT "
-    "when a GPU and TensorRT are present), benchmark them against eager in one run, run the parity gate, "
+    "(split and fused; standard and plugin nodes), build ONNX Runtime fp32/fp16/int8 engines, OpenVINO fp32/int8 "
+    "engines (and bf16 without --quick) when OpenVINO is installed and TensorRT fp16/int8 when a GPU and TensorRT "
+    "are present, benchmark them against eager in one run, run the parity gate, "
     "render keyframes and write report.md. No network access is needed.\n\n"
     "Every stage's output stays under --out (a folder), and report.md lists the command that reruns each stage.\n\n"
     "Examples:\n\n"
@@ -45,6 +46,7 @@ def demo_command(
             "engines": [str(p) for p in result.engines],
             "parity_passed": result.parity_passed,
             "renders": [str(p) for p in result.renders],
+            "skipped": result.notes,
             "stages": [{"name": s.name, "seconds": s.seconds, "summary": s.summary} for s in result.stages],
         }))
     else:

@@ -21,7 +21,7 @@ DEFAULT_PORTS = {TritonProtocol.http: 8000, TritonProtocol.grpc: 8001}
 @app.command(
     "triton",
     help="Write a Triton Inference Server model repository from an export (and engine) folder.\n\n"
-    "Three models: NAME_backbone and NAME_head (ONNX Runtime, or TensorRT plans from --engines) and NAME, "
+    "Three models: NAME_backbone and NAME_head (ONNX Runtime, or TensorRT plans / OpenVINO IR from --engines) and NAME, "
     "a Python model that runs backbone then head and skips both for a clip with zero boxes. "
     "--out is the model repository folder.\n\n"
     "Examples:\n\n"
@@ -37,7 +37,8 @@ def triton_command(
         list[Path] | None,
         typer.Option(
             "--engines",
-            help="Engine folder whose backbone/head (TensorRT .plan or ONNX Runtime int8/fp16 .onnx) replace the "
+            help="Engine folder whose backbone/head (TensorRT .plan, OpenVINO .xml/.bin for Triton's openvino backend, "
+            "or ONNX Runtime int8/fp16 .onnx) replace the "
             "export's graphs; repeat it to serve several engines side by side as NAME_<runtime>_<precision>.",
         ),
     ] = None,

@@ -1,7 +1,8 @@
 """Build a Triton Inference Server model repository from an export folder (and engine folders).
 
 A model set is three models: `<name>_backbone` and `<name>_head` (`onnxruntime_onnx` from the export
-or an ONNX Runtime int8/fp16 engine folder, `tensorrt_plan` from a TensorRT engine folder) and
+or an ONNX Runtime int8/fp16 engine folder, `tensorrt_plan` from a TensorRT engine folder, the
+`openvino` backend with `model.xml` + `model.bin` from an OpenVINO engine folder) and
 `<name>`, a Python-backend model that calls backbone then head through BLS and skips both for a clip
 with zero boxes (see `triton_python_model.py` for why this is not an ensemble). One engine folder
 replaces the export's graphs; several engine folders give one set each, `<name>_<runtime>_<precision>`.
@@ -54,6 +55,10 @@ _ONNX_TYPES = {
     "BOOL": "bool",
 }
 _ONNX_SINGLE_FILE_LIMIT = 2 * 1024**3 - 1024**2  # protobuf's 2 GiB cap, with room for the graph
+OPENVINO_BACKEND = "openvino"  # a backend (config `backend:`), not a platform like the other two
+# Each model's file(s) in its version folder, as each backend looks for them by default.
+MODEL_FILES = {"onnxruntime_onnx": ("model.onnx",), "tensorrt_plan": ("model.plan",),
+               OPENVINO_BACKEND: ("model.xml", "model.bin")}
 
 
 class InstanceKind(str, Enum):
@@ -97,18 +102,24 @@ class PartSource:
 
     part: str
     path: Path
-    platform: str  # "onnxruntime_onnx" or "tensorrt_plan"
+    platform: str  # "onnxruntime_onnx", "tensorrt_plan" or "openvino" (the backend)
     origin: str  # "export" or the engine folder's runtime-precision label
     inputs: tuple[TritonTensor, ...]
     outputs: tuple[TritonTensor, ...]
     max_clips: int = 0  # a TensorRT plan's optimization-profile max for B (0: no limit known)
     max_rois: int = 0  # ... and for R
+    parameters: tuple[tuple[str, str], ...] = ()  # backend parameters (the OpenVINO compile options)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The file(s) copied into the version folder, in MODEL_FILES order (IR: .xml then .bin)."""
+        return (self.path, self.path.with_suffix(".bin")) if self.platform == OPENVINO_BACKEND else (self.path,)
 
 
 @dataclass(frozen=True)
 class TritonModelEntry:
     name: str
-    platform: str  # "onnxruntime_onnx", "tensorrt_plan" or "python"
+    platform: str  # "onnxruntime_onnx", "tensorrt_plan", "openvino" or "python"
     file: str  # relative to the repository
     origin: str
 
@@ -193,7 +204,8 @@ def _export_parts(export_dir: Path) -> tuple[ExportManifest, dict[str, PartSourc
 
 
 def _engine_parts(engine_dir: Path, export_manifest: ExportManifest) -> dict[str, PartSource]:
-    """The backbone/head an engine folder lists in engine.json: `.plan` -> TensorRT, `.onnx` -> ORT."""
+    """The backbone/head an engine folder lists in engine.json: `.plan` -> TensorRT, `.onnx` -> ORT,
+    `.xml` (OpenVINO IR, with its `.bin`) -> Triton's OpenVINO backend."""
     engine = EngineRecord.load(engine_dir)
     engine.verify_graphs()
     copy = engine.export_manifest
@@ -211,13 +223,19 @@ def _engine_parts(engine_dir: Path, export_manifest: ExportManifest) -> dict[str
         if part not in engine.parts:
             continue
         path = engine.graph_path(part)
-        if path.suffix == ".plan":
+        if path.suffix in (".plan", ".xml"):
             record = engine.parts[part]
             if not (record.inputs and record.outputs):
                 record = copy.parts.get(part, record)
             if not (record.inputs and record.outputs):
                 raise InputError(f"{engine.path}: parts.{part} lacks inputs/outputs (name, dtype, shape); rebuild")
             inputs, outputs = _record_specs(record)
+            if path.suffix == ".xml":
+                if not path.with_suffix(".bin").is_file():
+                    raise InputError(f"{path.with_suffix('.bin')}: the IR's weights are missing; rebuild the engine")
+                parts[part] = PartSource(part, path, OPENVINO_BACKEND, label or engine_dir.name, inputs, outputs,
+                                         parameters=openvino_parameters(engine.openvino["compile_options"]))
+                continue
             parts[part] = PartSource(
                 part, path, "tensorrt_plan", label or engine_dir.name, inputs, outputs, max_clips, max_rois
             )
@@ -225,10 +243,21 @@ def _engine_parts(engine_dir: Path, export_manifest: ExportManifest) -> dict[str
             inputs, outputs = onnx_io(path)
             parts[part] = PartSource(part, path, "onnxruntime_onnx", label or engine_dir.name, inputs, outputs)
         else:
-            raise InputError(f"{path}: Triton serves .plan (TensorRT) or .onnx engine files, not {path.suffix!r}")
+            raise InputError(f"{path}: Triton serves .plan (TensorRT), .xml (OpenVINO) or .onnx engine files, "
+                             f"not {path.suffix!r}")
     if not parts:
         raise InputError(f"{engine_dir}: holds no backbone/head part (only {sorted(engine.parts)}); build split engines")
     return parts
+
+
+def openvino_parameters(compile_options: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The OpenVINO backend's config parameters for an engine's recorded compile options: the
+    latency hint and stream count as they are; a bf16 precision hint as `HINT_BF16: YES` (the backend
+    has no parameter that pins f32, so an fp32 engine runs at the server CPU's default precision)."""
+    params = [(key, str(compile_options[key])) for key in ("PERFORMANCE_HINT", "NUM_STREAMS") if key in compile_options]
+    if str(compile_options.get("INFERENCE_PRECISION_HINT", "")).lower() == "bf16":
+        params.append(("HINT_BF16", "YES"))
+    return tuple(params)
 
 
 @dataclass(frozen=True)
@@ -286,11 +315,30 @@ def _instance_kind(pb: Any, kind: InstanceKind) -> int:
     return pb.ModelInstanceGroup.Kind.Value(kinds[kind])
 
 
+def _new_config(pb: Any, source: PartSource, name: str, max_batch_size: int) -> Any:
+    """A ModelConfig naming the platform (ORT, TensorRT) or backend (OpenVINO, with its parameters)."""
+    if source.platform != OPENVINO_BACKEND:
+        return pb.ModelConfig(name=name, platform=source.platform, max_batch_size=max_batch_size)
+    config = pb.ModelConfig(name=name, backend=OPENVINO_BACKEND, max_batch_size=max_batch_size)
+    for key, value in source.parameters:
+        config.parameters[key].string_value = value
+    return config
+
+
+def _add_instances(pb: Any, config: Any, source: PartSource, settings: TritonSettings) -> None:
+    """The OpenVINO backend runs on the CPU only: its instances are KIND_CPU whatever --kind says."""
+    kind = pb.ModelInstanceGroup.KIND_CPU if source.platform == OPENVINO_BACKEND else _instance_kind(pb, settings.kind)
+    config.instance_group.add(kind=kind, count=settings.instances)
+
+
 def backbone_config(source: PartSource, settings: TritonSettings, name: str):
-    """Batched over clips when the graph's first dim is dynamic: Triton then strips it from `dims`."""
+    """Batched over clips when the graph's first dim is dynamic: Triton then strips it from `dims`.
+    OpenVINO IR is served unbatched: the backend rejects a batch smaller than max_batch_size unless
+    it pads, so the pipeline sends each request's clips as one [B, ...] tensor instead."""
     pb = _model_config_module()
     clips, context = _by_name(source.inputs, "clips"), _by_name(source.outputs, "context")
-    batched = settings.max_batch > 0 and clips.dims[:1] == (-1,) and context.dims[:1] == (-1,)
+    batched = (settings.max_batch > 0 and clips.dims[:1] == (-1,) and context.dims[:1] == (-1,)
+               and source.platform != OPENVINO_BACKEND)
     if batched and source.max_clips and settings.max_batch > source.max_clips:
         raise InputError(
             f"{source.path}: --max-batch {settings.max_batch} exceeds the plan's profile max of "
@@ -298,28 +346,26 @@ def backbone_config(source: PartSource, settings: TritonSettings, name: str):
             "or rebuild the engine with a larger clips range"
         )
     strip = 1 if batched else 0
-    config = pb.ModelConfig(
-        name=f"{name}_backbone", platform=source.platform, max_batch_size=settings.max_batch if batched else 0
-    )
+    config = _new_config(pb, source, f"{name}_backbone", settings.max_batch if batched else 0)
     for spec, target in ((clips, config.input), (context, config.output)):
         fields = _tensor(spec)
         target.add(name=fields["name"], data_type=pb.DataType.Value(fields["data_type"]), dims=fields["dims"][strip:])
     if batched:
         config.dynamic_batching.max_queue_delay_microseconds = settings.max_queue_delay_us
-    config.instance_group.add(kind=_instance_kind(pb, settings.kind), count=settings.instances)
+    _add_instances(pb, config, source, settings)
     return config
 
 
 def head_config(source: PartSource, settings: TritonSettings, name: str):
     """No batch dim: `rois` [R, 5] indexes clips of `context` [B, ...], so max_batch_size is 0."""
     pb = _model_config_module()
-    config = pb.ModelConfig(name=f"{name}_head", platform=source.platform, max_batch_size=0)
+    config = _new_config(pb, source, f"{name}_head", 0)
     for spec in (_by_name(source.inputs, "context"), _by_name(source.inputs, "rois")):
         fields = _tensor(spec)
         config.input.add(name=fields["name"], data_type=pb.DataType.Value(fields["data_type"]), dims=fields["dims"])
     fields = _tensor(_by_name(source.outputs, "logits"))
     config.output.add(name="logits", data_type=pb.DataType.Value(fields["data_type"]), dims=fields["dims"])
-    config.instance_group.add(kind=_instance_kind(pb, settings.kind), count=settings.instances)
+    _add_instances(pb, config, source, settings)
     return config
 
 
@@ -408,6 +454,10 @@ def build_model_repository(
         plans = [str(p.path) for s in sets for p in s.parts.values() if p.platform == "tensorrt_plan"]
         if plans:
             raise InputError(f"{plans[0]}: TensorRT plans run on GPU instances only: pass --kind gpu")
+    if settings.kind is InstanceKind.gpu:
+        irs = [str(p.path) for s in sets for p in s.parts.values() if p.platform == OPENVINO_BACKEND]
+        if irs:
+            raise InputError(f"{irs[0]}: Triton's OpenVINO backend runs on the CPU only: pass --kind auto or cpu")
     classes = tuple(str(c["name"]) for c in manifest.classes)
     entries: list[TritonModelEntry] = []
     with atomic_dir(out, force=force) as tmp:
@@ -435,11 +485,13 @@ def _write_model_set(
         model_dir = root / configs[part].name
         version_dir = model_dir / "1"
         version_dir.mkdir(parents=True)
-        target = version_dir / ("model.plan" if source.platform == "tensorrt_plan" else "model.onnx")
-        if source.platform == "tensorrt_plan":
-            shutil.copyfile(source.path, target)
-        else:
+        names = MODEL_FILES[source.platform]
+        target = version_dir / names[0]
+        if source.platform == "onnxruntime_onnx":
             _copy_onnx(source.path, target)
+        else:  # a plan, or the IR's .xml and .bin (the backend reads model.xml's weights from model.bin)
+            for file, name in zip(source.files, names, strict=True):
+                shutil.copyfile(file, version_dir / name)
         _write_config(model_dir, configs[part])
         relative = str(target.relative_to(root))
         entries.append(TritonModelEntry(configs[part].name, source.platform, relative, source.origin))

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from acar_deploy.engines.runners.base import execution_details
 from acar_deploy.errors import GateFailedError, InputError, check_range
 from acar_deploy.jsonout import to_jsonable
 from acar_deploy.progress import progress_bar
@@ -370,12 +371,15 @@ def _frame_map(ds: SplitFiles, predictions: list[tuple]) -> tuple[float, dict[in
 
 def markdown_parity(report: ParityReport) -> str:
     status = "PASSED" if report.passed else "FAILED"
+    details = [f"- engine {d}" for d in execution_details(report.metadata.get("engine") or {})]
     lines = [
         f"# Parity: {report.engine} ({report.engine_kind}) — {status}",
         "",
         f"{report.keyframes} keyframes, {report.boxes} boxes from `{report.data}` ({report.split} split); "
         "reference: eager PyTorch fp32.",
         "",
+        *details,
+        *([""] if details else []),
         "## Numeric parity (engine vs eager)",
         "",
         "| output | elements | max abs | mean abs | max rel | cosine | within atol+rtol·|ref| |",

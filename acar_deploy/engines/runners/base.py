@@ -240,3 +240,18 @@ def timed(stage_times: dict[str, float], stage: str, fn: Any, *args: Any) -> Any
     result = fn(*args)
     stage_times[stage] = time.perf_counter() - start
     return result
+
+
+def execution_details(metadata: dict[str, Any]) -> list[str]:
+    """What a runner really ran with, for the bench and parity reports, where that can differ from
+    the engine's label: OpenVINO's effective inference precision (a bf16 engine runs f32 on a CPU
+    without native bf16) and any warning the runner recorded. Empty when there is nothing to add."""
+    details = []
+    if "inference_precision" in metadata:
+        text = f"inference precision {metadata['inference_precision']} (engine {metadata.get('precision', '?')}"
+        if "bf16_native" in metadata:
+            text += f"; native bf16 on {metadata.get('cpu') or 'this CPU'}: {'yes' if metadata['bf16_native'] else 'no'}"
+        details.append(text + ")")
+    if metadata.get("warning"):
+        details.append(f"warning: {metadata['warning']}")
+    return details
