@@ -1,6 +1,6 @@
 """Time reading one keyframe's bank window against one ACFB head inference (R50 sizes, CPU).
 
-    .venv/bin/python benchmarks/bench_bank_window.py [--seconds 900] [--actors 3] [--window 10]
+    .venv/bin/python benchmarks/bench_bank_window.py [--video-seconds 900] [--actors 3] [--window 10]
 
 Writes a deterministic (seed 0) bank of one AVA-length video (one entry per actor per second,
 first-order maps of the R50 head: 512 x 7 x 14 for 256 x 454 frames, fp16) to a temporary folder,
@@ -39,14 +39,14 @@ def _median_ms(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=900)
+    parser.add_argument("--video-seconds", type=int, default=900)
     parser.add_argument("--actors", type=int, default=3)
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     shape = (512, 7, 14)
     rng = np.random.default_rng(0)
-    timestamps = np.repeat(np.arange(args.seconds, dtype=np.int32), args.actors)
+    timestamps = np.repeat(np.arange(args.video_seconds, dtype=np.int32), args.actors)
     with tempfile.TemporaryDirectory() as tmp:
         bank_path = Path(tmp) / "bank"
         folder = video_dir(bank_path, "video")
@@ -55,11 +55,11 @@ def main() -> None:
         for start in range(0, len(features), 256):  # in chunks: a float32 copy of the whole video is 0.5 GiB
             features[start:start + 256] = rng.standard_normal((len(features[start:start + 256]), *shape), np.float32)
         write_video_arrays(folder, features, timestamps, np.tile([0.1, 0.1, 0.5, 0.9], (len(timestamps), 1)))
-        record = BankVideo("video", len(timestamps), 0, args.seconds - 1, sha256_file(folder / "features.npy"),
+        record = BankVideo("video", len(timestamps), 0, args.video_seconds - 1, sha256_file(folder / "features.npy"),
                            sha256_file(folder / "index.npy"))
         BankManifest("fp16", shape, "val", "synthetic", {}, (record,)).write(bank_path)
         bank = FeatureBank(bank_path)
-        middle = args.seconds // 2
+        middle = args.video_seconds // 2
         window = bank.window("video", middle, args.window)
         read_ms = _median_ms(lambda: bank.window("video", middle, args.window), args.repeats * 4)
 

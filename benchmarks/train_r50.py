@@ -32,7 +32,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (keep it outside git)")
     parser.add_argument("--config", default="acar_r50", help="built-in model config (architecture)")
     parser.add_argument("--videos", type=int, default=24)
-    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--video-seconds", type=int, default=4)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--height", type=int, default=96)
     parser.add_argument("--num-frames", type=int, default=16, help="clip length (AVA: 32)")
@@ -89,7 +89,7 @@ def main() -> None:
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
     data = args.out / "data"
-    synthesize(SynthSettings(out_dir=data, videos=args.videos, seconds=args.seconds, seed=0,
+    synthesize(SynthSettings(out_dir=data, videos=args.videos, seconds=args.video_seconds, seed=0,
                              width=args.width, height=args.height))
     config_path = args.out / "config.yaml"
     config_path.write_text(yaml.safe_dump(training_config(args), sort_keys=False))
@@ -100,7 +100,7 @@ def main() -> None:
     summary = {
         "config": args.config,
         "input": {"num_frames": args.num_frames, "short_side": args.short_side},
-        "data": {"videos": args.videos, "seconds": args.seconds, "frame_size": [args.width, args.height]},
+        "data": {"videos": args.videos, "seconds": args.video_seconds, "frame_size": [args.width, args.height]},
         "epochs": args.epochs,
         "threads": args.threads,
         "val_frame_map": result.val_map,
