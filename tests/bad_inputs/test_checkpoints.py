@@ -10,6 +10,7 @@ import torch
 
 from acar_deploy.engines.runners.base import Runner, warn_non_finite
 from acar_deploy.errors import InputError
+from acar_deploy.formats import Precision, Runtime
 from acar_deploy.model import load_model, save_checkpoint
 from acar_deploy.model.checkpoint import check_finite_weights
 
@@ -102,7 +103,7 @@ class _NanRunner(Runner):
 
 
 def test_non_finite_runner_outputs_warn_once(caplog):
-    runner = _NanRunner("nan-engine", num_classes=4)
+    runner = _NanRunner("nan-engine", num_classes=4, runtime=Runtime.ORT, precision=Precision.FP16)
     feeds = {"clips": np.zeros((1, 3, 2, 4, 4), np.float32), "rois": np.array([[0, 0, 0, 1, 1]], np.float32)}
     with caplog.at_level(logging.WARNING, logger="acar_deploy"):
         out1 = runner.infer(feeds)

@@ -88,12 +88,15 @@ def test_detect_box_timestamp_outside_the_video_names_csv_line_and_video(world, 
 def test_detect_failed_render_leaves_no_csv(world, tmp_path):
     out = tmp_path / "pred.csv"
     render = tmp_path / "render.mp4"
+    boxes = tmp_path / "inputs" / "boxes.csv"
+    boxes.parent.mkdir()
+    boxes.write_text("synth003,0001,0.1,0.1,0.5,0.9,0.5\n")  # below the threshold
     # no proposal reaches the threshold: nothing to render, the MP4 fails -> the CSV must not stay
-    result = run_cli("detect", "--checkpoint", world.checkpoint, "--video", world.video, "--boxes", world.boxes,
-                     "--out", out, "--render", render, "--score-threshold", "1.5")
+    result = run_cli("detect", "--checkpoint", world.checkpoint, "--video", world.video, "--boxes", boxes,
+                     "--out", out, "--render", render, "--score-threshold", "0.9")
     assert_one_line_error(result, 2, str(render))
     assert not out.exists() and not render.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]
 
 
 def test_detect_boxes_with_a_bom_are_read(world, tmp_path):
