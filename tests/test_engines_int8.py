@@ -96,7 +96,9 @@ def test_int8_runs_split_and_fused_close_to_eager(int8_engine):
     feeds = sample_feeds(np.random.default_rng(9), 2, [2, 3])
     with EagerRunner.from_checkpoint(export.checkpoint) as eager:
         expected = eager.infer(feeds)["logits"]
-    scale = float(np.abs(expected).max())
+    # the logit range (max - min), as the bound below is stated; this seeded random-init model's logits
+    # straddle zero, so its largest |logit| is well below the range
+    scale = float(expected.max() - expected.min())
     for graph in ("split", "fused"):
         with open_runner(info.path, RunnerOptions(graph=graph)) as runner:
             got = runner.infer(feeds)["logits"]
