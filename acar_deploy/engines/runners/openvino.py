@@ -18,14 +18,15 @@ import numpy as np
 from acar_deploy.engines import settings as defaults
 from acar_deploy.engines.builds.openvino import bf16_fallback_warning, cpu_capabilities, import_openvino
 from acar_deploy.engines.runners.bank_cache import BankProjectionCache
-from acar_deploy.engines.runners.base import Runner, RunnerOptions, timed
+from acar_deploy.engines.runners.base import RunnerOptions
+from acar_deploy.engines.runners.graph_parts import GraphPartRunner
 from acar_deploy.engines.runners.ort import choose_graph
 from acar_deploy.errors import InputError
 from acar_deploy.formats import ENGINE_FILE, EngineRecord, Precision, Runtime
 from acar_deploy.formats.manifest import BANK_PARTS
 
 
-class OpenVinoRunner(Runner):
+class OpenVinoRunner(GraphPartRunner):
     """`OpenVinoRunner("engines/acar_tiny-openvino-int8", RunnerOptions(threads=2))`.
 
     Reads `threads` (INFERENCE_NUM_THREADS; 0 = OpenVINO's default) and `graph` from the options;
@@ -51,18 +52,6 @@ class OpenVinoRunner(Runner):
         self.metadata["graph"] = "split" if self._split else "fused"
         self._requests: dict[str, Any] = {}
         self._outputs: dict[str, list[str]] = {}
-
-    @property
-    def split(self) -> bool:
-        return self._split
-
-    @property
-    def supports_bank(self) -> bool:
-        return self._bank
-
-    @property
-    def supports_head_only(self) -> bool:
-        return self._split and not self._bank
 
     def compile_properties(self) -> dict[str, Any]:
         options: dict[str, Any] = dict(self.record["compile_options"])
@@ -119,45 +108,11 @@ class OpenVinoRunner(Runner):
         request.infer({k: v for k, v in feeds.items() if k in wanted})
         return {name: request.get_tensor(name).data.copy() for name in self._outputs[part]}
 
-    def _infer_split(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
-        if self._bank:
-            raise InputError(f"{self.path}: an acfb engine needs each keyframe's bank window "
-                             "(feeds bank_entries, bank_window; parity --bank BANK)")
-        stages: dict[str, float] = {}
-        context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
-        outputs = timed(stages, "head", self._run, "head", {"context": context, "rois": rois})
-        self.last_stage_times = stages
-        return outputs
-
-    def _project_bank(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = self._run("bank_kv", {"bank_entries": entries})
-        return outputs["bank_keys"], outputs["bank_values"]
-
     def _infer_bank(self, clips: np.ndarray, rois: np.ndarray, entries: np.ndarray,
                     window: np.ndarray) -> dict[str, np.ndarray]:
-        """backbone -> bank_head, K/V from bank_kv for the entries new to this window only.
-
-        An empty window becomes one all-masked zero entry: OpenVINO's bank_head is wrong at M = 0, and
-        a box with no allowed entry gets a zero message either way (exact)."""
+        """As for ONNX Runtime, but an empty window becomes one all-masked zero entry: OpenVINO's
+        bank_head is wrong at M = 0, and a box with no allowed entry gets a zero message either way."""
         if entries.shape[0] == 0:
             entries = np.zeros((1, *entries.shape[1:]), np.float32)
             window = np.zeros((rois.shape[0], 1), bool)
-        stages: dict[str, float] = {}
-        context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
-        keys, values = timed(stages, "bank_kv", self.bank_cache.keys_values, entries, self._project_bank)
-        feeds = {"context": context, "rois": rois, "bank_keys": keys, "bank_values": values, "bank_window": window}
-        outputs = timed(stages, "head", self._run, "bank_head", feeds)
-        self.last_stage_times = stages
-        return outputs
-
-    def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
-        stages: dict[str, float] = {}
-        outputs = timed(stages, "head", self._run, "head", {"context": context, "rois": rois})
-        self.last_stage_times = stages
-        return outputs
-
-    def _infer_fused(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
-        stages: dict[str, float] = {}
-        outputs = timed(stages, "fused", self._run, "fused", {"clips": clips, "rois": rois})
-        self.last_stage_times = stages
-        return outputs
+        return super()._infer_bank(clips, rois, entries, window)

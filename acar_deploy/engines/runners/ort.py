@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from acar_deploy.engines.runners.bank_cache import BankProjectionCache
-from acar_deploy.engines.runners.base import Runner, RunnerOptions, timed
+from acar_deploy.engines.runners.base import RunnerOptions
+from acar_deploy.engines.runners.graph_parts import GraphPartRunner
 from acar_deploy.engines.settings import ORT_PROVIDER_PREFERENCE
 from acar_deploy.errors import InputError
 from acar_deploy.formats import EngineRecord, ExportManifest, Precision, Runtime, folder_kind
@@ -70,7 +71,7 @@ def choose_graph(parts: dict[str, Any], graph: str, where: Path) -> bool:
     raise InputError(f"graph {graph!r}: use auto, split or fused")
 
 
-class OrtRunner(Runner):
+class OrtRunner(GraphPartRunner):
     """`OrtRunner("export/acar_tiny")` or `OrtRunner("engines/acar_tiny-ort-int8", RunnerOptions(threads=2))`."""
 
     def __init__(self, path: str | Path, options: RunnerOptions = RunnerOptions()):
@@ -95,18 +96,6 @@ class OrtRunner(Runner):
         self.metadata.update({"graph": "split" if self._split else "fused"})
         self._sessions: dict[str, Any] = {}
         self.bank_cache = BankProjectionCache()
-
-    @property
-    def split(self) -> bool:
-        return self._split
-
-    @property
-    def supports_bank(self) -> bool:
-        return self._bank
-
-    @property
-    def supports_head_only(self) -> bool:
-        return self._split and not self._bank
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -143,39 +132,7 @@ class OrtRunner(Runner):
         wanted = {i.name for i in session.get_inputs()}
         return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
 
-    def _infer_split(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
-        if self._bank:
-            raise InputError(f"{self.path}: an acfb export needs each keyframe's bank window "
-                             "(feeds bank_entries, bank_window; detect/parity --bank BANK)")
-        stages: dict[str, float] = {}
-        context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
-        outputs = timed(stages, "head", self._run, "head", {"context": context, "rois": rois})
-        self.last_stage_times = stages
-        return outputs
 
-    def _project_bank(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = self._run("bank_kv", {"bank_entries": entries})
-        return outputs["bank_keys"], outputs["bank_values"]
 
-    def _infer_bank(self, clips: np.ndarray, rois: np.ndarray, entries: np.ndarray,
-                    window: np.ndarray) -> dict[str, np.ndarray]:
-        """backbone -> bank_head, with K/V from bank_kv for the entries new to this window only."""
-        stages: dict[str, float] = {}
-        context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
-        keys, values = timed(stages, "bank_kv", self.bank_cache.keys_values, entries, self._project_bank)
-        feeds = {"context": context, "rois": rois, "bank_keys": keys, "bank_values": values, "bank_window": window}
-        outputs = timed(stages, "head", self._run, "bank_head", feeds)
-        self.last_stage_times = stages
-        return outputs
 
-    def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
-        stages: dict[str, float] = {}
-        outputs = timed(stages, "head", self._run, "head", {"context": context, "rois": rois})
-        self.last_stage_times = stages
-        return outputs
 
-    def _infer_fused(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
-        stages: dict[str, float] = {}
-        outputs = timed(stages, "fused", self._run, "fused", {"clips": clips, "rois": rois})
-        self.last_stage_times = stages
-        return outputs
