@@ -87,7 +87,7 @@ def test_a_valid_manifest_gives_the_derived_facts(tmp_path):
         ("config.head.num_classes", "60", "field 'config.head.num_classes' should be an integer"),
         ("parts.head.file", _DELETE, "field 'parts.head.file' is missing"),
         ("parts.backbone.sha256", 5, "field 'parts.backbone.sha256' should be a string"),
-        ("parts", {}, "field 'parts' needs backbone+head or fused"),
+        ("parts", {}, "field 'parts' needs backbone+head, fused or backbone+bank_kv+bank_head"),
     ],
 )
 def test_a_bad_manifest_field_is_one_line_naming_file_and_field(tmp_path, field, value, problem):
