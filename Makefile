@@ -25,13 +25,8 @@ demo: venv
 serve-runtime: venv
 	$(BIN)/acar-deploy serve --install
 
-# OpenVINO-using test files run in their own pytest process, last: in one long process the first
-# subprocess started after OpenVINO had run crashed pytest with SIGSEGV (exit 139) on this machine class.
-OPENVINO_TESTS := tests/test_engines_openvino.py tests/test_demo.py tests/test_acfb_export.py tests/test_triton.py \
-	tests/bad_inputs/test_openvino_inputs.py
 test: venv serve-runtime
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) $(foreach t,$(OPENVINO_TESTS),--ignore=$(t))
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) $(OPENVINO_TESTS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The TensorRT API conformance suite alone (also part of `make test`); downloads the bindings once.
 test-trt-api: venv

@@ -19,6 +19,7 @@ from acar_deploy.engines import (
     build_engine,
     open_runner,
 )
+from acar_deploy.engines.openvino_core import openvino_core
 from acar_deploy.engines.settings import OpenVinoPolicy
 from acar_deploy.errors import InputError
 
@@ -138,7 +139,6 @@ def test_bf16_and_fp16_are_refused_where_they_do_not_apply(tmp_path, tiny_export
 def test_nncf_int8_quantizes_the_backbone_within_int8_bound(tmp_path, tiny_export_factory):
     """NNCF post-training int8 of the fp32 IR: the backbone's context map stays within a few percent."""
     pytest.importorskip("nncf")
-    import openvino as ov
 
     export = tiny_export_factory(parts="split")
     calib = write_npz_calibration(tmp_path / "calib", 3)
@@ -149,7 +149,7 @@ def test_nncf_int8_quantizes_the_backbone_within_int8_bound(tmp_path, tiny_expor
     assert part["int8_method"] == "nncf" and part["fake_quantize_nodes"] > 0
     assert set(part["fp32_reasons"]["stem_convs"]) <= set(part["fp32_nodes"])
     clips = sample_feeds(np.random.default_rng(2), 1, [1])["clips"]
-    core = ov.Core()
+    core = openvino_core("test")  # the process's Core (engines/openvino_core.py: never a second CPU plugin)
     source = core.compile_model(str(export.export_dir / "backbone.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     quantized = core.compile_model(str(info.parts["backbone"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     expected, got = source(clips)[0], quantized(clips)[0]
@@ -254,13 +254,12 @@ def test_bench_adds_the_eager_bf16_row():
 def test_bench_report_shows_the_precision_a_bf16_engine_ran_at(engines, tmp_path):
     """On a CPU without native bf16 (OpenVINO's own capability list says so) the bf16 engine's bench
     report states that it ran f32, with the recorded warning; on one with it, that it ran bf16."""
-    import openvino as ov
 
     from acar_deploy.bench.latency import BenchSettings, run_benchmark
     from acar_deploy.bench.report import write_bench_report
 
     export, built = engines
-    native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    native = "BF16" in openvino_core("test").get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     result = run_benchmark(BenchSettings(engines=(str(built["bf16"].path),), checkpoint=export.checkpoint,
                                          config="acar_tiny", actors=(2,), size=(64, 64), warmup=0, iters=1,
                                          threads=1, count_flops=False, plots=False), progress=False)
@@ -284,3 +283,68 @@ def test_cli_build_refuses_bf16_for_onnx_runtime_in_one_line(tmp_path, tiny_expo
     assert result.exit_code == 2
     assert "bf16 is an OpenVINO precision" in result.stderr and result.stderr.strip().count("\n") == 0
     assert not (tmp_path / "e").exists()
+
+
+# --- the thread's signal stack (engines/openvino_core.py) -----------------------------------------
+
+
+def _signal_stack() -> tuple[int, int]:
+    """(address, size) of this thread's alternate signal stack, read with libc directly."""
+    import ctypes
+
+    class Stack(ctypes.Structure):
+        _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+    stack = Stack()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) == 0
+    return (stack.sp or 0, stack.size)
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="sigaltstack is read on Linux")
+def test_builds_and_runners_leave_the_signal_stack_as_they_found_it(tiny_export_factory, tmp_path):
+    """OpenVINO's CPU plugin swaps the thread's alternate signal stack and, with Cores torn down out of
+    order, leaves a freed one behind (SIGSEGV at the next SIGCHLD / Ctrl-C). Two builds and two runners
+    closed out of order must leave the stack this test started with."""
+    export = tiny_export_factory(parts="split")
+    before = _signal_stack()
+    first = build_engine(BuildSettings(export.export_dir, runtime="openvino", out_dir=tmp_path / "a"), progress=False)
+    second = build_engine(BuildSettings(export.export_dir, runtime="openvino", out_dir=tmp_path / "b"), progress=False)
+    runner_a, runner_b = open_runner(first.path, ONE_THREAD), open_runner(second.path, ONE_THREAD)
+    runner_a.activate()
+    runner_b.activate()
+    runner_a.close()
+    runner_b.close()
+    assert _signal_stack() == before
+
+
+def test_a_killed_child_after_openvino_does_not_crash_the_parent(tiny_export_factory, tmp_path):
+    """What crashed pytest (exit 139): OpenVINO Cores torn down out of order, then a Python SIGCHLD
+    handler runs when a child dies. Run in a child interpreter so a crash fails this test only."""
+    import subprocess
+    import sys
+    import textwrap
+
+    export = tiny_export_factory(parts="split")
+    script = textwrap.dedent(f"""
+        import faulthandler, gc, signal, subprocess, sys
+        faulthandler.enable()  # what pytest does: an alternate signal stack of Python's own
+        from acar_deploy.engines import BuildSettings, RunnerOptions, build_engine, open_runner
+        engines = [build_engine(BuildSettings({str(export.export_dir)!r}, runtime="openvino",
+                                              out_dir={str(tmp_path)!r} + f"/e{{i}}"), progress=False)
+                   for i in range(2)]
+        runners = [open_runner(e.path, RunnerOptions(threads=1)) for e in engines]
+        for runner in runners:
+            runner.activate()
+        for runner in runners:
+            runner.close()
+        del runners, engines
+        gc.collect()
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # as torch's DataLoader installs one
+        for _ in range(3):
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+            child.kill()
+            child.wait()
+        print("survived")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stderr[-2000:])

@@ -54,7 +54,7 @@ def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
         refuse_int8_plugin_exports(export)
     trt_context = _tensorrt_context(settings) if settings.runtime == Runtime.TRT else None
     if settings.runtime == Runtime.OPENVINO:  # fail before calibrating when the extra is missing
-        from acar_deploy.engines.builds.openvino import import_openvino
+        from acar_deploy.engines.openvino_core import import_openvino
 
         import_openvino("building an OpenVINO engine")
     calibration = _calibration_set(settings, export) if settings.precision == Precision.INT8 else None

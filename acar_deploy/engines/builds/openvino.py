@@ -21,23 +21,19 @@ import numpy as np
 
 from acar_deploy.engines import settings as defaults
 from acar_deploy.engines.builds import fp32_islands
+from acar_deploy.engines.openvino_core import (
+    OPENVINO_INSTALL_HINT,
+    import_openvino,
+    kept_signal_stack,
+    openvino_core,
+)
 from acar_deploy.engines.settings import BuildSettings, OpenVinoInt8Method, Precision
 from acar_deploy.errors import InputError
 
-OPENVINO_INSTALL_HINT = "pip install 'acar-deploy[openvino]'"
 # OpenVINO op types NNCF may quantize (the ONNX Runtime path's Conv/MatMul/Gemm/Einsum, plus Add);
 # every other type present goes into NNCF's ignored scope. Neutral types carry no quantizer anyway.
 NNCF_QUANTIZED_TYPES = frozenset({"Convolution", "GroupConvolution", "MatMul", "Add"})
 NNCF_NEUTRAL_TYPES = frozenset({"Parameter", "Result", "Constant"})
-
-
-def import_openvino(purpose: str) -> Any:
-    """The `openvino` module, or an InputError naming the extra to install."""
-    try:
-        import openvino
-    except ImportError:
-        raise InputError(f"{purpose} needs OpenVINO, which is not installed: {OPENVINO_INSTALL_HINT}") from None
-    return openvino
 
 
 def cpu_capabilities(core: Any, device: str = defaults.OPENVINO_DEVICE) -> dict[str, Any]:
@@ -80,10 +76,17 @@ def write_openvino_part(
 ) -> tuple[Path, dict[str, Any]]:
     """Convert one ONNX part (a ModelProto) to IR, NNCF-quantize it when `feeds` are given, save it as
     `out_dir/<name>.xml` and compile it once into `out_dir/cache`. Returns the .xml and its record."""
+    with kept_signal_stack():  # NNCF and compile make OpenVINO objects: see engines/openvino_core.py
+        return _write_openvino_part(settings, name, graph, feeds, out_dir)
+
+
+def _write_openvino_part(
+    settings: BuildSettings, name: str, graph: Any, feeds: list[dict[str, np.ndarray]] | None, out_dir: Path
+) -> tuple[Path, dict[str, Any]]:
     ov = import_openvino("building an OpenVINO engine")
     import onnx
 
-    core = ov.Core()
+    core = openvino_core("building an OpenVINO engine")
     with tempfile.TemporaryDirectory(prefix="acar-ov-") as tmp:
         source = Path(tmp) / f"{name}.onnx"
         graph = fp32_islands.ensure_node_names(graph)
@@ -159,7 +162,8 @@ def nncf_quantize(
 def openvino_record(settings: BuildSettings) -> dict[str, Any]:
     """engine.json's `openvino` section: version, build CPU, compile options, bf16 status."""
     ov = import_openvino("building an OpenVINO engine")
-    cpu = cpu_capabilities(ov.Core(), settings.openvino.device)
+    with kept_signal_stack():
+        cpu = cpu_capabilities(openvino_core("building an OpenVINO engine"), settings.openvino.device)
     record: dict[str, Any] = {
         "version": ov.__version__,
         "build_device": cpu,

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from acar_deploy.engines import settings as defaults
-from acar_deploy.engines.builds.openvino import bf16_fallback_warning, cpu_capabilities, import_openvino
+from acar_deploy.engines.builds.openvino import bf16_fallback_warning, cpu_capabilities
+from acar_deploy.engines.openvino_core import import_openvino, kept_signal_stack, openvino_core
 from acar_deploy.engines.runners.bank_cache import BankProjectionCache
 from acar_deploy.engines.runners.base import RunnerOptions
 from acar_deploy.engines.runners.graph_parts import GraphPartRunner
@@ -64,8 +65,12 @@ class OpenVinoRunner(GraphPartRunner):
         return options
 
     def _activate(self) -> None:
+        with kept_signal_stack():  # see engines/openvino_core.py
+            self._compile()
+
+    def _compile(self) -> None:
         ov = import_openvino(f"running {self.path}")
-        core = ov.Core()
+        core = openvino_core(f"running {self.path}")
         device = str(self.record.get("build_device", {}).get("device") or defaults.OPENVINO_DEVICE)
         options = self.compile_properties()
         names = ("backbone", *BANK_PARTS) if self._bank else ("backbone", "head") if self._split else ("fused",)
@@ -99,7 +104,8 @@ class OpenVinoRunner(GraphPartRunner):
         self.metadata["versions"]["openvino"] = ov.__version__
 
     def _close(self) -> None:
-        self._requests = {}
+        with kept_signal_stack():  # the compiled models tear down here
+            self._requests = {}
         self.bank_cache.clear()
 
     def _run(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
