@@ -15,10 +15,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import shlex
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +84,12 @@ class DemoResult:
     renders: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # runtimes skipped and why; printed in report.md
 
+    def moved(self, work: Path, final: Path) -> DemoResult:
+        """The same result with paths under the temporary folder `work` pointing into `final`."""
+        move = lambda p: final / Path(p).relative_to(work)  # noqa: E731
+        return replace(self, out=final, report=move(self.report), engines=[move(p) for p in self.engines],
+                       renders=[move(p) for p in self.renders])
+
 
 def tensorrt_available() -> bool:
     """TensorRT engines are built only where both TensorRT and a CUDA GPU are present."""
@@ -111,14 +116,16 @@ def _cmd(*parts: Any) -> str:
 class _Stages:
     """Runs named stages with a rich status line each and records their time and summary."""
 
-    def __init__(self, result: DemoResult, progress: bool):
+    def __init__(self, result: DemoResult, progress: bool, shown: tuple[str, str]):
         from rich.console import Console
 
         self.result = result
+        self.shown = shown  # (temporary folder, final folder): commands name where the outputs end up
         self.console = Console(stderr=True, quiet=not progress)
         self.total = 0
 
     def run(self, name: str, command: str, func: Callable[[], str]) -> None:
+        command = command.replace(*self.shown)
         start = time.perf_counter()
         with self.console.status(f"[bold]{name}[/bold]: {command}"):
             summary = func()
@@ -128,7 +135,24 @@ class _Stages:
 
 
 def run_demo(settings: DemoSettings) -> DemoResult:
-    """Run every stage into `settings.out` and write `report.md`; returns what each stage produced."""
+    """Run every stage into `settings.out` and write `report.md`; returns what each stage produced.
+
+    The stages run in a temporary sibling folder that replaces `settings.out` only once the report
+    is written, so `--force` never loses the old demo to a failed or killed run.
+    """
+    from acar_deploy.artifacts import atomic_dir, check_output_path
+
+    final = Path(settings.out)
+    check_output_path(final, "folder")  # a file in the way: one line, before any stage runs
+    if final.exists() and not settings.force:
+        raise OutputExistsError(f"{final} already exists: pass --force to replace it")
+    with atomic_dir(final, force=settings.force) as work:
+        result = _run_stages(work, final, settings)
+    return result.moved(work, final)
+
+
+def _run_stages(out: Path, final: Path, settings: DemoSettings) -> DemoResult:
+    """The stages, writing under `out` (the temporary folder); commands and report name `final`."""
     import torch
 
     from acar_deploy.bench.latency import BenchSettings, run_benchmark
@@ -142,19 +166,10 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     from acar_deploy.train.loop import TrainSettings, train
     from acar_deploy.verify.parity import ParityGateFailed, ParitySettings, check_parity
 
-    out = Path(settings.out)
-    from acar_deploy.artifacts import check_output_path
-
-    check_output_path(out, "folder")  # a file in the way: one line, before any stage runs
-    if out.exists():
-        if not settings.force:
-            raise OutputExistsError(f"{out} already exists: pass --force to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     torch.set_num_threads(settings.threads)
     profile = settings.profile
     result = DemoResult(out=out, report=out / "report.md")
-    stages = _Stages(result, settings.progress)
+    stages = _Stages(result, settings.progress, shown=(str(out), str(final)))
     data, run_dir = out / "data", out / "train"
     state: dict[str, Any] = {}
 
@@ -219,7 +234,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     if openvino_available():
         builds += [(Runtime.OPENVINO, Precision(p)) for p in profile.openvino_precisions]
     else:
-        from acar_deploy.engines.builds.openvino import OPENVINO_INSTALL_HINT
+        from acar_deploy.engines.openvino_core import OPENVINO_INSTALL_HINT
 
         result.notes.append(f"OpenVINO engines skipped: the `openvino` package does not import ({OPENVINO_INSTALL_HINT})")
     if tensorrt_available():
@@ -310,7 +325,18 @@ def run_demo(settings: DemoSettings) -> DemoResult:
                               "--render", out / "renders" / first_val), render_stage)
 
     write_report(result, state, settings)
+    _relocate_markdown(out, final)
     return result
+
+
+def _relocate_markdown(work: Path, final: Path) -> None:
+    """The reports (report.md and the stages' *.md) name `final`, where they will be read, not the
+    temporary folder the stages ran in. JSON records keep the path they were made at (provenance;
+    some are hashed by the records that follow them)."""
+    for page in work.rglob("*.md"):
+        text = page.read_text()
+        if str(work) in text:
+            page.write_text(text.replace(str(work), str(final)))
 
 
 def _chance_map(data: Path) -> float:

@@ -101,6 +101,32 @@ def test_demo_refuses_to_overwrite_without_force(demo, tmp_path):
     assert "--force" in result.output
 
 
+def test_demo_force_keeps_the_old_folder_when_a_stage_fails(tmp_path, monkeypatch):
+    import acar_deploy.train.loop as train_loop
+
+    out = tmp_path / "old-demo"
+    (out / "bench").mkdir(parents=True)
+    (out / "report.md").write_text("the old report")
+
+    def failing_train(settings, **kwargs):
+        raise RuntimeError("training stage failed")
+
+    monkeypatch.setattr(train_loop, "train", failing_train)
+    with pytest.raises(RuntimeError, match="training stage failed"):
+        from acar_deploy.demo import DemoSettings, run_demo
+
+        run_demo(DemoSettings(out=out, quick=True, force=True, progress=False))
+    assert (out / "report.md").read_text() == "the old report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old-demo"]  # no temporary folder left beside it
+
+
+def test_the_report_names_the_final_folder_not_the_temporary_one(demo):
+    out, summary = demo
+    report = (out / "report.md").read_text()
+    assert ".tmp-" not in report and str(out) in report
+    assert not list(out.parent.glob(f".{out.name}.*"))
+
+
 def test_every_rerun_command_in_the_report_uses_options_the_cli_knows(demo):
     import shlex
 
