@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acar_deploy.artifacts import check_output_path, remove_stale_temporaries, sha256_file
+from acar_deploy.artifacts import check_output_path, remove_stale_temporaries, sha256_file, swap_into_place
 from acar_deploy.errors import InputError, OutputExistsError
 from acar_deploy.formats.bank import (
     FEATURES_NAME,
@@ -92,7 +92,7 @@ def extract_bank(settings: ExtractSettings, on_video: Callable[[str], None] | No
     staging = staging_dir(out)
     rank, world = _rank_world()
     if rank == 0:
-        remove_stale_temporaries(out)  # a run killed between the two renames of `_replace` (the staging stays)
+        remove_stale_temporaries(out)  # a run killed between the two renames of `swap_into_place` (the staging stays)
     _barrier(world)
     if out.exists() and not settings.force:
         raise OutputExistsError(f"{out} already exists: pass --force to replace it")
@@ -157,7 +157,7 @@ def extract_bank(settings: ExtractSettings, on_video: Callable[[str], None] | No
         records = tuple(BankVideo.load(video_dir(staging, v) / VIDEO_RECORD_NAME) for v in video_ids)
         manifest = BankManifest(**{**started.__dict__, "videos": records})
         manifest.write(staging)
-        _replace(staging, out)
+        swap_into_place(staging, out)
     else:
         manifest = started
     _barrier(world)
@@ -208,16 +208,6 @@ def _extract_video(staging: Path, video_id: str, parts: list[tuple[np.ndarray, n
     final = video_dir(staging, video_id)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-
-
-def _replace(staging: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)
 
 
 __all__ = ["ExtractSettings", "ExtractResult", "extract_bank", "staging_dir"]
