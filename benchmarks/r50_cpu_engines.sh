@@ -2,8 +2,9 @@
 # ACAR R50 (seeded random weights: latency does not depend on them) at 32x256x341, 8 actors, 2 threads:
 # eager fp32, ONNX Runtime fp32 / int8, OpenVINO fp32 / bf16 / int8 (default method: our QDQ graph),
 # in ONE interleaved `acar-deploy bench` run, so every ratio to eager comes from the same minutes.
-# EXTRA="eager-bf16" adds the eager bf16 autocast row: on a CPU without native bf16 PyTorch emulates
-# it and one run took over 20 minutes here (stopped), so it is off by default.
+# EXTRA="eager-bf16" adds the eager bf16 autocast row. Off by default: on a CPU without native bf16
+# PyTorch emulates it, and a run here with that row, --actors 8,1,32 and the FLOP count was stopped
+# after 20 minutes (without them the bench took 1 min 45 s).
 # Exports and engines go under $WORK (default ~/.cache/acar-deploy/r50-cpu); results under $RESULTS.
 #     benchmarks/r50_cpu_engines.sh          # ~10 min on 2 idle cores (int8 builds ~4 min each)
 set -euo pipefail
