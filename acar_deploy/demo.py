@@ -21,8 +21,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from acar_deploy.errors import OutputExistsError
-
 
 @dataclass(frozen=True)
 class DemoProfile:
@@ -140,12 +138,10 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     The stages run in a temporary sibling folder that replaces `settings.out` only once the report
     is written, so `--force` never loses the old demo to a failed or killed run.
     """
-    from acar_deploy.artifacts import atomic_dir, check_output_path
+    from acar_deploy.artifacts import atomic_dir
 
     final = Path(settings.out)
-    check_output_path(final, "folder")  # a file in the way: one line, before any stage runs
-    if final.exists() and not settings.force:
-        raise OutputExistsError(f"{final} already exists: pass --force to replace it")
+    # atomic_dir checks first (a file in the way, an existing demo without --force: one line each)
     with atomic_dir(final, force=settings.force) as work:
         result = _run_stages(work, final, settings)
     return result.moved(work, final)

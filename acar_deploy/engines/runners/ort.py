@@ -131,8 +131,3 @@ class OrtRunner(GraphPartRunner):
         names = [o.name for o in session.get_outputs()]
         wanted = {i.name for i in session.get_inputs()}
         return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
-
-
-
-
-
