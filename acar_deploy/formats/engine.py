@@ -11,7 +11,7 @@ from typing import Any
 
 from acar_deploy.errors import InputError
 from acar_deploy.formats.enums import Precision, Runtime
-from acar_deploy.formats.fields import FieldReader, read_json_object
+from acar_deploy.formats.fields import FieldReader, read_json_object, write_json_object
 from acar_deploy.formats.manifest import (
     MANIFEST_FILE,
     ExportManifest,
@@ -70,13 +70,8 @@ class EngineRecord:
                    parts=read_parts(fields))
 
     def write(self, path: str | Path | None = None) -> Path:
-        from acar_deploy.artifacts import write_json
-
-        target = Path(path) if path is not None else self.path
-        if target.is_dir():
-            target = target / ENGINE_FILE
-        write_json(target, self.data)
-        return target
+        """Write atomically to `path` (default: where it was loaded from)."""
+        return write_json_object(self.data, path, self.path, ENGINE_FILE)
 
     # ---- derived facts -------------------------------------------------------------------------
     @property

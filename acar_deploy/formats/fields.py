@@ -26,6 +26,17 @@ def read_json_object(path: Path, what: str, fix: str) -> dict[str, Any]:
     return data
 
 
+def write_json_object(data: dict[str, Any], path: str | Path | None, loaded_from: Path, file_name: str) -> Path:
+    """Atomic write of a record to `path` (a file, or a folder that gets `file_name`); default: where it was loaded from."""
+    from acar_deploy.artifacts import write_json
+
+    target = Path(path) if path is not None else loaded_from
+    if target.is_dir():
+        target = target / file_name
+    write_json(target, data)
+    return target
+
+
 _TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
                dict: "an object"}
 

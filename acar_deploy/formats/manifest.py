@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from acar_deploy.errors import InputError
-from acar_deploy.formats.fields import FieldReader, read_json_object
+from acar_deploy.formats.fields import FieldReader, read_json_object, write_json_object
 
 MANIFEST_FILE = "manifest.json"
 EXPORT_FORMAT = "acar-deploy-export"
@@ -257,13 +257,7 @@ class ExportManifest:
 
     def write(self, path: str | Path | None = None) -> Path:
         """Write atomically to `path` (default: where it was loaded from)."""
-        from acar_deploy.artifacts import write_json
-
-        target = Path(path) if path is not None else self.path
-        if target.is_dir():
-            target = target / MANIFEST_FILE
-        write_json(target, self.data)
-        return target
+        return write_json_object(self.data, path, self.path, MANIFEST_FILE)
 
     # ---- derived facts -------------------------------------------------------------------------
     @property
