@@ -37,8 +37,22 @@ NO_PERSON = -1  # person_id when the column is absent
 INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
+class _ActionRows:
+    """Rows of a ground-truth or prediction CSV: one per box and class, or a keyframe-only row."""
+
+    video_id: np.ndarray
+    action_id: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.video_id)
+
+    @property
+    def has_box(self) -> np.ndarray:
+        return self.action_id != NO_ACTION
+
+
 @dataclass(frozen=True, eq=False)
-class AvaAnnotations:
+class AvaAnnotations(_ActionRows):
     """Ground-truth rows; a row with `action_id == NO_ACTION` is an annotated keyframe without actions."""
 
     video_id: np.ndarray  # str
@@ -48,16 +62,9 @@ class AvaAnnotations:
     person_id: np.ndarray  # int64, NO_PERSON when absent
     source: str = field(default="", compare=False)
 
-    def __len__(self) -> int:
-        return len(self.video_id)
-
-    @property
-    def has_box(self) -> np.ndarray:
-        return self.action_id != NO_ACTION
-
 
 @dataclass(frozen=True, eq=False)
-class AvaPredictions:
+class AvaPredictions(_ActionRows):
     """Detection rows (one per box and class); `action_id == NO_ACTION` marks a keyframe-only row."""
 
     video_id: np.ndarray
@@ -66,13 +73,6 @@ class AvaPredictions:
     action_id: np.ndarray
     score: np.ndarray  # float64
     source: str = field(default="", compare=False)
-
-    def __len__(self) -> int:
-        return len(self.video_id)
-
-    @property
-    def has_box(self) -> np.ndarray:
-        return self.action_id != NO_ACTION
 
 
 @dataclass(frozen=True, eq=False)
