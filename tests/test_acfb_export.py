@@ -184,3 +184,26 @@ def test_export_refuses_what_an_acfb_head_cannot_be(tmp_path):
         export_model(tmp_path / "a", None, "acfb_tiny", ExportSettings(parts=Parts.fused, input_size=(64, 64)))
     with pytest.raises(InputError, match="--dynamic-size"):
         export_model(tmp_path / "b", None, "acfb_tiny", ExportSettings(input_size=(64, 64), dynamic_size=True))
+
+
+def test_bench_cli_times_the_bank_head_over_m(acfb_export, tmp_path):
+    """`acar-deploy bench EXPORT` of an acfb export: eager and ORT rows per requested M and actor count."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from acar_deploy.cli.main import app
+
+    _, _, _, _, ckpt, export = acfb_export
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", str(export), "--checkpoint", str(ckpt), "--size", "48x64",
+                                      "--actors", "2,1", "--bank-entries", "6,0", "--iters", "1", "--warmup", "0",
+                                      "--threads", "1", "--out", str(out), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["format"] == "acar-deploy-bench-bank" and json.loads(result.stdout)["runtimes"] == data["runtimes"]
+    assert [r["name"] for r in data["runtimes"]] == ["eager", "ort-fp32"]
+    for runtime in data["runtimes"]:
+        assert [(p["entries"], p["actors"]) for p in runtime["points"]] == [(6, 2), (6, 1), (0, 2), (0, 1)]
+        assert list(runtime["kv_per_entry_s"]) == ["6"] and runtime["points"][0]["head_s"]["mean"] > 0
+    assert (out / "latency_vs_entries.png").stat().st_size > 0
