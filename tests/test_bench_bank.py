@@ -138,3 +138,13 @@ def test_bank_settings_and_runners_are_checked(acfb_model):
     with pytest.raises(InputError, match="plain: this runner cannot run an acfb"):
         benchmark_bank_runners({EAGER: EagerProjectedBankRunner(acfb_model), "plain": PlainRunner(acfb_model, "plain")},
                                _settings(), acfb_model.config, progress=False)
+
+
+def test_every_cold_call_projects_all_its_entries(acfb_model):
+    """The bank_kv-per-entry figure comes from calls whose entries the runner has not seen: with one M,
+    warm-up and timed iterations must alternate entry sets (an odd warm-up count included)."""
+    runner = EagerProjectedBankRunner(acfb_model)
+    settings = _settings(bank_entries=(5,), actors=(2,), warmup=1, iters=2)
+    result = benchmark_bank_runners({EAGER: runner}, settings, acfb_model.config, progress=False)
+    assert runner.bank_cache.projected == 3 * settings.clips * 5  # 1 warm-up + 2 timed cold calls, 10 entries each
+    assert result.runtime(EAGER).kv_per_entry[5].n == 2

@@ -293,8 +293,8 @@ def benchmark_bank_runners(
             if deadline is not None and iterations >= 2 and time.perf_counter() >= deadline:
                 break
             shift = iterations % len(names)
-            for n in names[shift:] + names[:shift]:
-                _bank_iteration(runners[n], inputs, settings, iterations, samples[n])
+            for n in names[shift:] + names[:shift]:  # numbered after the warm-up: each cold call switches entry set
+                _bank_iteration(runners[n], inputs, settings, max(1, settings.warmup) + iterations, samples[n])
             iterations += 1
             bar.advance(task)
     runtimes = _summarise_bank(runners, samples, settings, sources or {})
