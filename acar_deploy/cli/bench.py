@@ -42,7 +42,8 @@ def parse_actor_counts(text: str, option: str = "--actors", example: str = "8,1,
         "Examples:\n\n"
         "  acar-deploy bench engines/r50-ort-fp32 engines/r50-ort-int8 --config acar_r50 --actors 8 --iters 5\n\n"
         "  acar-deploy bench export/tiny --checkpoint tiny.pt --config acar_tiny --size 64x64 --time-budget 20 "
-        "--out benchmarks/results/tiny --format json"
+        "--out benchmarks/results/tiny --format json\n\n"
+        "  acar-deploy bench export/acfb engines/acfb-ort-fp16 --size 256x454 --actors 3 --bank-entries 0,8,32,64"
     ),
 )
 @handle_errors
