@@ -156,8 +156,8 @@ def test_engines_of_an_acfb_export_equal_eager(acfb_export, tmp_path):
     from acar_deploy.formats import ExportManifest, Precision, Runtime
 
     _, _, _, acfb, _, export = acfb_export
-    with pytest.raises(InputError, match="ort fp32 and openvino"):
-        build_engine(BuildSettings(export_dir=export, precision=Precision.FP16, out_dir=tmp_path / "e"), progress=False)
+    with pytest.raises(InputError, match="not ort int8 .int8 calibration has no bank feeds"):
+        build_engine(BuildSettings(export_dir=export, precision=Precision.INT8, out_dir=tmp_path / "e"), progress=False)
     engine = build_engine(BuildSettings(export_dir=export, runtime=Runtime.OPENVINO, out_dir=tmp_path / "ov"),
                           progress=False).path
     geometry = ExportManifest.load(export).geometry()
@@ -184,3 +184,121 @@ def test_export_refuses_what_an_acfb_head_cannot_be(tmp_path):
         export_model(tmp_path / "a", None, "acfb_tiny", ExportSettings(parts=Parts.fused, input_size=(64, 64)))
     with pytest.raises(InputError, match="--dynamic-size"):
         export_model(tmp_path / "b", None, "acfb_tiny", ExportSettings(input_size=(64, 64), dynamic_size=True))
+
+
+def test_bench_cli_times_the_bank_head_over_m(acfb_export, tmp_path):
+    """`acar-deploy bench EXPORT` of an acfb export: eager and ORT rows per requested M and actor count."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from acar_deploy.cli.main import app
+
+    _, _, _, _, ckpt, export = acfb_export
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", str(export), "--checkpoint", str(ckpt), "--size", "48x64",
+                                      "--actors", "2,1", "--bank-entries", "6,0", "--iters", "1", "--warmup", "0",
+                                      "--threads", "1", "--out", str(out), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["format"] == "acar-deploy-bench-bank" and json.loads(result.stdout)["runtimes"] == data["runtimes"]
+    assert [r["name"] for r in data["runtimes"]] == ["eager", "ort-fp32"]
+    for runtime in data["runtimes"]:
+        assert [(p["entries"], p["actors"]) for p in runtime["points"]] == [(6, 2), (6, 1), (0, 2), (0, 1)]
+        assert list(runtime["kv_per_entry_s"]) == ["6"] and runtime["points"][0]["head_s"]["mean"] > 0
+    assert (out / "latency_vs_entries.png").stat().st_size > 0
+
+
+FP16_EPS = 2.0**-11  # unit roundoff of float16
+
+
+def test_ort_fp16_engine_of_an_acfb_export_equals_eager_within_fp16_rounding(acfb_export, tmp_path):
+    """fp16 bank parts (the fp16 builder's fp32 islands: softmax, norms) = eager within 20 * 2^-11 * max|logits|
+    + 1e-5, the bound of tests/test_engines_fp16.py (about 20 rounding stages from clip to logit), for
+    overlapping windows and M = 0; and it is really fp16 (an fp32 engine agrees to ~1e-7)."""
+    from acar_deploy.engines.build import build_engine
+    from acar_deploy.engines.runners.eager import EagerRunner
+    from acar_deploy.engines.runners.ort import OrtRunner
+    from acar_deploy.engines.settings import BuildSettings
+    from acar_deploy.export.specs import make_spec, random_bank_entries, random_rois
+    from acar_deploy.formats import ExportManifest, Precision
+
+    _, _, _, acfb, _, export = acfb_export
+    engine = build_engine(BuildSettings(export_dir=export, precision=Precision.FP16, out_dir=tmp_path / "fp16"),
+                          progress=False).path
+    geometry = ExportManifest.load(export).geometry()
+    rng = np.random.default_rng(11)
+    clips = make_spec("backbone", geometry).example_inputs(rng, 1, 1)["clips"]
+    bank = random_bank_entries(rng, 9, (geometry.bank.channels, *geometry.bank.size))
+    rois = random_rois(rng, 3, 1)
+    largest = 0.0
+    with OrtRunner(engine) as runner, EagerRunner(acfb) as eager:
+        assert runner.precision == Precision.FP16
+        for lo, hi in ((0, 7), (2, 9), (0, 0)):
+            feeds = {"clips": clips, "rois": rois, "bank_entries": bank[lo:hi], "bank_window": np.ones((3, hi - lo), bool)}
+            got, want = runner.infer(feeds), eager.infer(feeds)
+            atol = 20 * FP16_EPS * float(np.abs(want["logits"]).max()) + 1e-5
+            diff = float(np.abs(got["logits"] - want["logits"]).max())
+            assert diff <= atol, f"M = {hi - lo}: max |fp16 - eager| = {diff:.3g} > {atol:.3g}"
+            assert float(np.abs(got["scores"] - want["scores"]).max()) <= 0.5 * atol
+            largest = max(largest, diff)
+    assert largest > 1e-6
+
+
+def test_trt_runner_bank_path_with_onnx_runtime_standing_in_for_tensorrt(acfb_export, tmp_path, monkeypatch):
+    """TrtRunner's bank plumbing on a CPU: feed names = the bank parts' inputs, K/V projected once per entry
+    and kept as tensors, M = 0 as one masked entry (profiles start at 1), logits = eager. Each part runs
+    in ONNX Runtime instead of a TensorRT plan and CUDA is replaced: TensorRT itself is NOT executed."""
+    import json
+
+    from acar_deploy.engines.build import build_engine
+    from acar_deploy.engines.runners.eager import EagerRunner
+    from acar_deploy.engines.runners.trt import TrtRunner
+    from acar_deploy.engines.settings import BuildSettings
+    from acar_deploy.export.specs import make_spec, random_bank_entries, random_rois
+    from acar_deploy.formats import ExportManifest
+
+    _, _, _, acfb, _, export = acfb_export
+    folder = build_engine(BuildSettings(export_dir=export, out_dir=tmp_path / "engine"), progress=False).path
+    record = json.loads((folder / "engine.json").read_text())
+    (folder / "engine.json").write_text(json.dumps({**record, "runtime": "trt"}))
+    sessions = {part: _session(folder / record["parts"][part]["file"]) for part in ("backbone", "bank_kv", "bank_head")}
+    runs = []
+
+    def execute(self, part, inputs):
+        session = sessions[part]
+        assert set(inputs) == {i.name for i in session.get_inputs()}, part  # what _enqueue binds by name
+        runs.append((part, {k: tuple(v.shape) for k, v in inputs.items()}))
+        names = [o.name for o in session.get_outputs()]
+        values = session.run(names, {k: v.numpy() for k, v in inputs.items()})
+        return {n: torch.from_numpy(v) for n, v in zip(names, values, strict=True)}
+
+    def timed_run(self, stages):
+        result, times = None, {}
+        for name, fn in stages:
+            result = fn(result)
+            times[name] = 0.0
+        return result, times
+
+    monkeypatch.setattr(TrtRunner, "_activate", lambda self: None)
+    monkeypatch.setattr(TrtRunner, "_execute", execute)
+    monkeypatch.setattr(TrtRunner, "_timed_run", timed_run)
+    monkeypatch.setattr(TrtRunner, "_to_device", staticmethod(lambda array: torch.from_numpy(np.array(array))))
+
+    geometry = ExportManifest.load(export).geometry()
+    rng = np.random.default_rng(5)
+    clips = make_spec("backbone", geometry).example_inputs(rng, 1, 1)["clips"]
+    bank = random_bank_entries(rng, 8, (geometry.bank.channels, *geometry.bank.size))
+    rois = random_rois(rng, 3, 1)
+    with TrtRunner(folder) as runner, EagerRunner(acfb) as eager:
+        assert runner.supports_bank and not runner.supports_head_only
+        for lo, hi in ((0, 6), (2, 8), (0, 0)):
+            feeds = {"clips": clips, "rois": rois, "bank_entries": bank[lo:hi], "bank_window": np.ones((3, hi - lo), bool)}
+            np.testing.assert_allclose(runner.infer(feeds)["logits"], eager.infer(feeds)["logits"], atol=1e-4, rtol=1e-4)
+        assert set(runner.last_stage_times) == {"h2d", "backbone", "bank_kv", "head", "d2h", "wall"}
+        assert runner.bank_cache.projected == 9  # 6 + 2 new + the empty window's masked entry
+        kv_runs = [shapes["bank_entries"][0] for part, shapes in runs if part == "bank_kv"]
+        assert kv_runs == [6, 2, 1]
+        assert runs[-1][1]["bank_window"] == (3, 1)
+        with pytest.raises(InputError, match="bank window"):
+            runner.infer({"clips": clips, "rois": rois})

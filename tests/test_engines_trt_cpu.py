@@ -46,3 +46,44 @@ def test_fp16_graph_for_tensorrt_by_version(monkeypatch, version, has_flag, tiny
         assert not fp16_initializers and "BuilderFlag.FP16" in record["tensorrt_fp16"]
     else:  # TensorRT 11: strongly typed, the graph itself carries the precision
         assert fp16_initializers and "strongly typed" in record["tensorrt_fp16"]
+
+
+def test_bank_part_profiles_follow_the_entry_range():
+    """acfb exports: bank_kv and bank_head get M from --bank-profile, R and B as the other parts."""
+    from acar_deploy.export.specs import make_spec
+    from acar_deploy.formats.manifest import BankGeometry, ExportGeometry
+
+    geometry = ExportGeometry(input_size=(64, 64), context_size=(4, 4), context_channels=24, num_classes=9,
+                              bank=BankGeometry(channels=16, size=(1, 2), depth=2))
+    clips, rois, entries = ShapeRange(1, 1, 2), ShapeRange(1, 8, 32), ShapeRange(1, 64, 256)
+    kv = profile_shapes(tuple(t.to_dict() for t in make_spec("bank_kv", geometry).inputs), clips, rois, "bank_kv.onnx",
+                        entries=entries)
+    assert kv == {"bank_entries": ((1, 16, 1, 2), (64, 16, 1, 2), (256, 16, 1, 2))}
+    head = profile_shapes(tuple(t.to_dict() for t in make_spec("bank_head", geometry).inputs), clips, rois, "bank.onnx",
+                          entries=entries)
+    assert head["bank_keys"] == head["bank_values"] == ((2, 1, 16, 1, 2), (2, 64, 16, 1, 2), (2, 256, 16, 1, 2))
+    assert head["bank_window"] == ((1, 1), (8, 64), (32, 256))
+    assert head["rois"] == ((1, 5), (8, 5), (32, 5)) and head["context"][2] == (2, 24, 4, 4)
+    with pytest.raises(InputError, match="dynamic dim 'M'"):  # without an entry range (callers always pass one)
+        profile_shapes(tuple(t.to_dict() for t in make_spec("bank_kv", geometry).inputs), clips, rois, "bank_kv.onnx")
+
+
+def test_bank_profile_option_reaches_the_build_settings(monkeypatch, tmp_path):
+    """`build --bank-profile 2:16:48` -> TrtPolicy.bank_entries (the build itself is stopped before any work)."""
+    from typer.testing import CliRunner
+
+    import acar_deploy.engines as engines
+    from acar_deploy.cli.main import app
+
+    seen = {}
+
+    def fake_build(settings, progress=True):
+        seen["settings"] = settings
+        raise InputError("stopped by the test")
+
+    monkeypatch.setattr(engines, "build_engine", fake_build)
+    result = CliRunner().invoke(app, ["build", str(tmp_path), "--runtime", "trt", "--bank-profile", "2:16:48"])
+    assert result.exit_code == 2 and "stopped by the test" in result.output
+    assert seen["settings"].trt.bank_entries == ShapeRange(2, 16, 48)
+    result = CliRunner().invoke(app, ["build", str(tmp_path), "--runtime", "trt", "--bank-profile", "0:16"])
+    assert result.exit_code == 2 and "--bank-profile '0:16'" in result.output

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from acar_deploy.bench.stats import LatencyStats, summarize
 from acar_deploy.engines.runners.base import Runner, RunnerOptions
 from acar_deploy.errors import InputError
 from acar_deploy.progress import progress_bar
+
+if TYPE_CHECKING:
+    from acar_deploy.bench.bank import BankBenchResult
 
 # --- runners ------------------------------------------------------------------------------------
 
@@ -93,8 +96,15 @@ def open_benchmark_runners(settings: BenchSettings) -> tuple[dict[str, Runner], 
             config = _config_from_sources([s for s, _ in engine_runners])
         torch.manual_seed(settings.seed)
         model = build_model(config).eval()
-    eager = EagerRunner(model, name=EAGER, options=options)
+    if config.head.type == "acfb":  # the bank head on precomputed K/V, as the engines run it
+        from acar_deploy.bench.bank import EagerProjectedBankRunner
+
+        eager: Runner = EagerProjectedBankRunner(model, name=EAGER, options=options)
+    else:
+        eager = EagerRunner(model, name=EAGER, options=options)
     for source in settings.engines:
+        if source in EAGER_BF16_ROWS and config.head.type == "acfb":
+            raise InputError(f"{source}: bf16 eager rows are not available for an acfb (feature-bank) model")
         if source in EAGER_BF16_ROWS:
             import copy
 
@@ -384,8 +394,10 @@ def _check_engines_fit(settings: BenchSettings, config: Any) -> None:
                               num_frames=config.input.num_frames, num_classes=config.head.num_classes)
 
 
-def run_benchmark(settings: BenchSettings, progress: bool = True) -> BenchResult:
-    """Open eager and every engine, time them interleaved, and write the report when `out` is set."""
+def run_benchmark(settings: BenchSettings, progress: bool = True) -> BenchResult | BankBenchResult:
+    """Open eager and every engine, time them interleaved, and write the report when `out` is set.
+
+    An acfb (feature-bank) model is timed per keyframe over `settings.bank_entries` (bench/bank.py)."""
     from acar_deploy.artifacts import check_can_write
 
     if settings.out is not None:
@@ -393,7 +405,13 @@ def run_benchmark(settings: BenchSettings, progress: bool = True) -> BenchResult
     runners, sources, config, model = open_benchmark_runners(settings)
     try:
         _check_engines_fit(settings, config)
-        result = benchmark_runners(runners, settings, config, model=model, sources=sources, progress=progress)
+        if config.head.type == "acfb":
+            from acar_deploy.bench.bank import benchmark_bank_runners
+
+            result: BenchResult | BankBenchResult = benchmark_bank_runners(
+                runners, settings, config, sources=sources, progress=progress)
+        else:
+            result = benchmark_runners(runners, settings, config, model=model, sources=sources, progress=progress)
     finally:
         for runner in runners.values():
             runner.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from acar_deploy.artifacts import atomic_dir, write_json
+from acar_deploy.bench.bank import BankBenchResult
 from acar_deploy.bench.results import EAGER, BenchResult
 from acar_deploy.bench.stats import PERCENTILE_METHOD_NOTE
 from acar_deploy.engines.runners.base import execution_details
@@ -100,7 +101,9 @@ def environment_block(env: dict[str, Any]) -> str:
     ])
 
 
-def markdown_report(result: BenchResult) -> str:
+def markdown_report(result: BenchResult | BankBenchResult) -> str:
+    if isinstance(result, BankBenchResult):
+        return bank_markdown_report(result)
     s = result.settings
     h, w = s.size
     parts = [
@@ -207,8 +210,116 @@ def plot_stages(result: BenchResult, path: Path) -> None:
     plt.close(fig)
 
 
-def write_bench_report(result: BenchResult, out: Path, force: bool = False) -> Path:
-    """Write results.json, results.md, latency_vs_actors.png and stages.png into `out` atomically."""
+def bank_table(result: BankBenchResult) -> str:
+    """One row per runtime, M and actor count: per-keyframe ms with K/V precomputed, the bank head alone,
+    the ratios to eager, and the K/V projection per entry (measured once per M at the primary count)."""
+    lines = [
+        "| runtime | M | actors | keyframe ms (mean) | p50 | min | bank head ms | x eager (keyframe) "
+        "| x eager (head) | K/V lookup ms | bank_kv ms per entry |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rt in result.runtimes:
+        for p in rt.points:
+            kv = rt.kv_per_entry.get(p.entries)
+            ratio = "-" if p.ratio_to_eager is None else f"{p.ratio_to_eager:.3f}"
+            head_ratio = "-" if p.head_ratio_to_eager is None else f"{p.head_ratio_to_eager:.3f}"
+            lines.append(
+                f"| {rt.name} | {p.entries} | {p.actors} | {_ms3(p.keyframe.mean)} | {_ms3(p.keyframe.p50)} | "
+                f"{_ms3(p.keyframe.min)} | {_ms3(None if p.head is None else p.head.mean)} | {ratio} | {head_ratio} | "
+                f"{_ms3(None if p.lookup is None else p.lookup.mean)} | "
+                f"{_ms3(None if kv is None or p.actors != result.settings.primary_actors else kv.mean)} |"
+            )
+    return "\n".join(lines)
+
+
+def _ms3(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3f}"
+
+
+def bank_markdown_report(result: BankBenchResult) -> str:
+    s = result.settings
+    g = result.geometry
+    h, w = s.size
+    parts = [
+        "# Bank head latency (acfb model)",
+        "",
+        f"{s.clips} clip(s) of {h}x{w} per call; bank entries per keyframe M = {', '.join(map(str, s.bank_entries))} "
+        f"(random, {g.channels}x{g.size[0]}x{g.size[1]}, K/V for {g.depth} layers); actors per clip "
+        f"{', '.join(map(str, s.actors))}; {result.iterations} interleaved iterations after {s.warmup} warm-up "
+        f"iterations per runtime; {s.threads} threads. Baseline: `{EAGER}` (ACFBHead.project_bank once per entry, "
+        "forward_projected per keyframe).",
+        "",
+        "## Per keyframe (per clip), K/V precomputed",
+        "",
+        bank_table(result),
+        "",
+        "## Method",
+        "",
+        "- keyframe: `runner.infer` with `bank_entries` / `bank_window`, entries the runner projected on the "
+        "previous call (K/V from its per-entry cache): backbone + K/V lookup + bank head",
+        "- bank head: the runner's `head` stage of that call; K/V lookup: its `bank_kv` stage (hashing the entries)",
+        "- bank_kv per entry: the `bank_kv` stage of a call with entries the runner has not seen, / entries "
+        "(each entry is projected once while it stays in the window: a keyframe adds about M / (2w + 1) new ones)",
+        "- every box attends the M entries of its own clip; runtimes interleaved round robin per iteration",
+        f"- percentiles: {PERCENTILE_METHOD_NOTE}",
+        "",
+        "## Environment",
+        "",
+        environment_block(result.environment),
+        "",
+    ]
+    if execution := [f"- {rt.name}: " + "; ".join(d) for rt in result.runtimes if (d := execution_details(rt.metadata))]:
+        parts[-4:-4] = ["## What each runtime ran", "", *execution, ""]
+    if result.notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in result.notes], ""]
+    return "\n".join(parts)
+
+
+def plot_latency_vs_entries(result: BankBenchResult, path: Path) -> None:
+    """Two panels over M at the primary actor count: the whole keyframe (K/V precomputed) and the bank
+    head alone (its own scale: next to the backbone it would be a flat line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    actors = result.settings.primary_actors
+    fig, (ax_keyframe, ax_head) = plt.subplots(1, 2, figsize=(10.4, 4.2))
+    for rt in result.runtimes:
+        rows = sorted((p for p in rt.points if p.actors == actors), key=lambda p: p.entries)
+        xs = [p.entries for p in rows]
+        ax_keyframe.errorbar(xs, [p.keyframe.mean * 1e3 for p in rows], yerr=[p.keyframe.std * 1e3 for p in rows],
+                             marker="o", capsize=3, label=rt.name)
+        heads = [p.head for p in rows]
+        if all(h is not None for h in heads):
+            ax_head.errorbar(xs, [h.mean * 1e3 for h in heads], yerr=[h.std * 1e3 for h in heads],  # type: ignore[union-attr]
+                             marker="o", capsize=3, label=rt.name)
+    ax_keyframe.set_title("Keyframe (backbone + bank head, K/V precomputed)", fontsize=10)
+    ax_head.set_title("Bank head alone", fontsize=10)
+    for ax in (ax_keyframe, ax_head):
+        ax.set_xlabel("bank entries per keyframe (M)")
+        ax.set_ylabel(f"ms per keyframe ({actors} actors, mean ± std)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report_files(result: BenchResult | BankBenchResult) -> tuple[str, ...]:
+    if isinstance(result, BankBenchResult):
+        return ("results.json", "results.md", "latency_vs_entries.png")
+    return ("results.json", "results.md", "latency_vs_actors.png", "stages.png")
+
+
+def write_bench_report(result: BenchResult | BankBenchResult, out: Path, force: bool = False) -> Path:
+    """Write `report_files(result)` into `out` atomically: results.json, results.md and the plots."""
+    if isinstance(result, BankBenchResult):
+        with atomic_dir(out, force=force) as tmp:
+            write_json(tmp / "results.json", result.to_dict())
+            (tmp / "results.md").write_text(markdown_report(result), encoding="utf-8")
+            plot_latency_vs_entries(result, tmp / "latency_vs_entries.png")
+        return out
     with atomic_dir(out, force=force) as tmp:
         write_json(tmp / "results.json", result.to_dict())
         (tmp / "results.md").write_text(markdown_report(result), encoding="utf-8")

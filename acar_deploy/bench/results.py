@@ -20,6 +20,8 @@ EAGER_BF16_ROWS = {"eager-bf16": False, "eager-bf16-cl": True}
 # Stage keys a runner may report, in display order; anything else is shown after them.
 STAGE_ORDER = ("preprocess", "h2d", "backbone", "head", "d2h")
 NOT_STAGES = ("wall", "total")  # whole-call times some runners add next to their stages
+# Bank entries per keyframe timed for an acfb model; 63 = a 21 s window of 3 actors (AVA-like).
+DEFAULT_BANK_ENTRIES = (0, 8, 32, 64)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class BenchSettings:
     out: Path | None = None
     force: bool = False
     plots: bool = True
+    bank_entries: tuple[int, ...] = DEFAULT_BANK_ENTRIES  # acfb models only: M per keyframe
 
     def __post_init__(self) -> None:
         if not self.actors or min(self.actors) < 1:
@@ -59,6 +62,10 @@ class BenchSettings:
             raise InputError(f"--time-budget must be > 0, got {self.seconds}")
         if self.threads < 1:
             raise InputError(f"--threads must be >= 1, got {self.threads}")
+        if not self.bank_entries or min(self.bank_entries) < 0:
+            raise InputError(f"--bank-entries must be integers >= 0, got {list(self.bank_entries)}")
+        if len(set(self.bank_entries)) != len(self.bank_entries):
+            raise InputError(f"--bank-entries has repeated values: {list(self.bank_entries)}")
 
     @property
     def primary_actors(self) -> int:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from acar_deploy.bench.results import DEFAULT_BANK_ENTRIES
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.options import (
@@ -24,14 +25,14 @@ from acar_deploy.errors import InputError
 from acar_deploy.jsonout import dumps
 
 
-def parse_actor_counts(text: str) -> tuple[int, ...]:
-    """'8,1,32' -> (8, 1, 32); the first value is the primary count."""
+def parse_actor_counts(text: str, option: str = "--actors", example: str = "8,1,32") -> tuple[int, ...]:
+    """'8,1,32' -> (8, 1, 32); for --actors the first value is the primary count."""
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise InputError(f"--actors {text!r}: expected comma-separated integers, e.g. 8,1,32") from None
+        raise InputError(f"{option} {text!r}: expected comma-separated integers, e.g. {example}") from None
     if not values:
-        raise InputError("--actors is empty: give e.g. 8,1,32")
+        raise InputError(f"{option} is empty: give e.g. {example}")
     return values
 
 
@@ -41,7 +42,8 @@ def parse_actor_counts(text: str) -> tuple[int, ...]:
         "Examples:\n\n"
         "  acar-deploy bench engines/r50-ort-fp32 engines/r50-ort-int8 --config acar_r50 --actors 8 --iters 5\n\n"
         "  acar-deploy bench export/tiny --checkpoint tiny.pt --config acar_tiny --size 64x64 --time-budget 20 "
-        "--out benchmarks/results/tiny --format json"
+        "--out benchmarks/results/tiny --format json\n\n"
+        "  acar-deploy bench export/acfb engines/acfb-ort-fp16 --size 256x454 --actors 3 --bank-entries 0,8,32,64"
     ),
 )
 @handle_errors
@@ -62,6 +64,9 @@ def bench(
     ] = None,
     threads: Threads = 2,
     seed: Annotated[int, typer.Option(help="Seed for inputs and random eager weights.")] = 0,
+    bank_entries: Annotated[
+        str, typer.Option("--bank-entries", help="acfb models: bank entries per keyframe (M), comma-separated.")
+    ] = ",".join(map(str, DEFAULT_BANK_ENTRIES)),
     no_flops: Annotated[bool, typer.Option("--no-flops", help="Skip the FLOP count (saves one eager pass).")] = False,
     out: OptionalOut = None,
     output_format: Format = OutputFormat.text,
@@ -75,9 +80,11 @@ def bench(
 
     Reports mean / p50 / p90 / p99 / min / std per clip, throughput, the stage split, scaling with the
     number of actors, peak memory, achieved GFLOP/s and each engine's ratio to eager from this run.
+    An acfb (feature-bank) model is timed per keyframe over --bank-entries instead: K/V precomputed,
+    the bank head alone and the K/V projection per entry (docs/benchmark-and-parity.md).
     """
     from acar_deploy.bench.latency import BenchSettings, run_benchmark
-    from acar_deploy.bench.report import markdown_report
+    from acar_deploy.bench.report import markdown_report, report_files
 
     if out is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -94,6 +101,7 @@ def bench(
         seconds=time_budget,
         threads=threads,
         seed=seed,
+        bank_entries=parse_actor_counts(bank_entries, "--bank-entries", "0,8,32,64"),
         count_flops=not no_flops,
         out=out,
         force=force,
@@ -103,4 +111,4 @@ def bench(
         typer.echo(dumps({**result.to_dict(), "out": str(out)}))
     else:
         typer.echo(markdown_report(result))
-        typer.echo(f"wrote {out}/results.json, results.md, latency_vs_actors.png, stages.png")
+        typer.echo(f"wrote {out}/" + ", ".join(report_files(result)))

@@ -61,6 +61,7 @@ def build_command(
     int8_stem: Annotated[bool, typer.Option("--int8-stem", help="INT8: quantize the two stem convs too (slow on CPU; default keeps them fp32).")] = False,
     roi_profile: Annotated[str | None, typer.Option("--roi-profile", metavar="MIN:OPT:MAX", help=f"TensorRT: boxes per call R, min >= 1 (default {':'.join(map(str, defaults.ROI_PROFILE))}).")] = None,
     batch_profile: Annotated[str | None, typer.Option("--batch-profile", metavar="MIN:OPT:MAX", help=f"TensorRT: clips per call B (default {':'.join(map(str, defaults.CLIP_PROFILE))}).")] = None,
+    bank_profile: Annotated[str | None, typer.Option("--bank-profile", metavar="MIN:OPT:MAX", help=f"TensorRT, acfb exports: bank entries per call M, min >= 1 (default {':'.join(map(str, defaults.BANK_PROFILE))}; M = 0 runs as one masked entry).")] = None,
     workspace_gib: Annotated[float | None, typer.Option(min=0.001, help=f"TensorRT workspace limit in GiB (default {defaults.WORKSPACE_GIB:g}).")] = None,
     out: OptionalOut = None,
     force: Force = False,
@@ -81,6 +82,8 @@ def build_command(
         trt = replace(trt, rois=ShapeRange.parse(roi_profile, "--roi-profile"))
     if batch_profile is not None:
         trt = replace(trt, clips=ShapeRange.parse(batch_profile, "--batch-profile"))
+    if bank_profile is not None:
+        trt = replace(trt, bank_entries=ShapeRange.parse(bank_profile, "--bank-profile"))
     if workspace_gib is not None:
         trt = replace(trt, workspace_gib=workspace_gib)
     openvino = replace(settings.openvino, int8_method=int8_method.value)

@@ -36,16 +36,19 @@ from acar_deploy.formats import (
 from acar_deploy.progress import progress_bar
 
 LARGE_GRAPH_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with margin: larger graphs use external data
+# What an acfb export (backbone, bank_kv, bank_head) builds for; int8 is refused (calibration has no bank feeds).
+BANK_BUILDS = frozenset({(Runtime.ORT, Precision.FP32), (Runtime.ORT, Precision.FP16), (Runtime.OPENVINO, Precision.FP32),
+                         (Runtime.OPENVINO, Precision.BF16), (Runtime.TRT, Precision.FP32), (Runtime.TRT, Precision.FP16)})
 
 
 def build_engine(settings: BuildSettings, progress: bool = True) -> EngineInfo:
     """Build (or rebuild with `force`) the engine described by `settings`."""
     export = ExportManifest.load(settings.export_dir)
     export.verify_graphs()
-    bank_builds = {(Runtime.ORT, Precision.FP32), (Runtime.OPENVINO, Precision.FP32), (Runtime.OPENVINO, Precision.BF16)}
-    if "bank_head" in export.parts and (settings.runtime, settings.precision) not in bank_builds:
-        raise InputError(f"{export.path}: an acfb export (bank_kv, bank_head) builds for ort fp32 and openvino "
-                         f"fp32/bf16 only, not {settings.runtime.value} {settings.precision.value}")
+    if "bank_head" in export.parts and (settings.runtime, settings.precision) not in BANK_BUILDS:
+        raise InputError(f"{export.path}: an acfb export (bank_kv, bank_head) builds for ort fp32/fp16, openvino "
+                         f"fp32/bf16 and trt fp32/fp16 only, not {settings.runtime.value} {settings.precision.value} "
+                         "(int8 calibration has no bank feeds)")
     out = settings.resolved_out_dir
     check_can_write(out, settings.force)
     if settings.runtime == Runtime.TRT and settings.precision == Precision.INT8:

@@ -48,6 +48,9 @@ INT8_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Einsum")
 # --- TensorRT ----------------------------------------------------------------------------------
 ROI_PROFILE = (1, 8, 32)  # min:opt:max boxes per head call; min >= 1 (TensorRT#337), opt = typical
 CLIP_PROFILE = (1, 1, 4)  # min:opt:max clips per call
+# min:opt:max bank entries M per call (acfb exports: bank_kv and bank_head), summed over the clips of a
+# call; opt = a 21 s window of 3 actors. M = 0 runs as one all-masked entry (profiles start at 1).
+BANK_PROFILE = (1, 64, 256)
 WORKSPACE_GIB = 4.0
 ENGINE_CACHE_DIR = "engines/.cache"
 TIMING_CACHE_FILE = "engines/.cache/timing.cache"
@@ -145,6 +148,7 @@ class Int8Policy:
 class TrtPolicy:
     rois: ShapeRange = ShapeRange(*ROI_PROFILE)
     clips: ShapeRange = ShapeRange(*CLIP_PROFILE)
+    bank_entries: ShapeRange = ShapeRange(*BANK_PROFILE)  # M of the bank parts (acfb exports)
     workspace_gib: float = WORKSPACE_GIB
     engine_cache_dir: Path | None = Path(ENGINE_CACHE_DIR)
     timing_cache: Path | None = Path(TIMING_CACHE_FILE)

@@ -523,7 +523,96 @@ def group_build_path(payload: dict[str, Any]) -> dict[str, Any]:
     return {"events": events, "error": error}
 
 
-GROUPS = {"surface": group_surface, "plugin": group_plugin, "build_path": group_build_path}
+# --- bank parts: optimization profiles over M reach the builder as real Dims ----------------------
+
+
+def group_bank_profiles(payload: dict[str, Any]) -> dict[str, Any]:
+    """`build_plan` of an acfb export's bank_kv / bank_head with profiles from `profile_shapes`: the
+    builder, config and parser are recorders (no libnvinfer), each min/opt/max goes through the real
+    `tensorrt.Dims` and IOptimizationProfile.set_shape's documented rules (same rank, 0 <= min <= opt <= max)."""
+    import onnx
+
+    from acar_deploy.engines.runners import trt as engines_trt
+    from acar_deploy.engines.settings import Precision, ShapeRange
+    from acar_deploy.export.specs import make_spec
+    from acar_deploy.formats.manifest import BankGeometry, ExportGeometry
+
+    events: list[Any] = []
+
+    class Profile:
+        def set_shape(self, name: str, lo: Any, mid: Any, hi: Any) -> None:
+            dims = [trt.Dims(tuple(s)) for s in (lo, mid, hi)]
+            shapes = [tuple(d) for d in dims]
+            ok = len({len(d) for d in dims}) == 1 and all(0 <= a <= b <= c for a, b, c in zip(*shapes, strict=True))
+            events.append(("set_shape", name, [list(x) for x in shapes], ok))
+
+    class Config:
+        def set_memory_pool_limit(self, pool: Any, size: int) -> None:
+            events.append(("memory_pool", str(pool), size))
+
+        def clear_flag(self, flag: Any) -> None:
+            events.append(("clear_flag", str(flag)))
+
+        def set_flag(self, flag: Any) -> None:
+            events.append(("set_flag", str(flag)))
+
+        def add_optimization_profile(self, profile: Any) -> int:
+            events.append(("add_optimization_profile", isinstance(profile, Profile)))
+            return 0
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network: Any, logger: Any) -> None:
+            pass
+
+        def parse_from_file(self, path: str) -> bool:
+            events.append(("parse", Path(path).name))
+            return True
+
+    class Builder:
+        def __init__(self, logger: Any) -> None:
+            pass
+
+        def create_network(self, flags: int = 0) -> object:
+            return object()
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Any, config: Any) -> bytes:
+            events.append(("build_serialized_network",))
+            return b"plan"
+
+    trt.OnnxParser = Parser
+    trt.Builder = Builder
+    trt.init_libnvinfer_plugins = lambda logger, namespace: True
+
+    geometry = ExportGeometry(input_size=(64, 64), context_size=(4, 4), context_channels=24, num_classes=9,
+                              bank=BankGeometry(channels=16, size=(1, 2), depth=2))
+    entries = ShapeRange(*payload["entries"])
+    plans = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = Path(tmp) / "part.onnx"
+        onnx.save_model(onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], [])), str(graph))
+        for part in ("bank_kv", "bank_head"):
+            inputs = tuple(t.to_dict() for t in make_spec(part, geometry).inputs)
+            profiles = engines_trt.profile_shapes(inputs, ShapeRange(1, 1, 2), ShapeRange(1, 8, 32), part, entries)
+            request = engines_trt.TrtBuildRequest(onnx_path=graph, precision=Precision(payload["precision"]),
+                                                  profiles=profiles, workspace_bytes=1 << 20, fp32_layers=(),
+                                                  timing_cache=None)
+            try:
+                plans[part] = engines_trt.build_plan(request).decode()
+            except BaseException as exc:  # noqa: BLE001
+                plans[part] = _error(exc)
+    return {"events": events, "plans": plans}
+
+
+GROUPS = {"surface": group_surface, "plugin": group_plugin, "build_path": group_build_path,
+          "bank_profiles": group_bank_profiles}
 
 if __name__ == "__main__":
     payload = json.loads(sys.stdin.read() or "{}")

@@ -138,6 +138,28 @@ def test_build_path_registers_plugins_before_parsing(version):
     assert result["error"]["type"] == "InputError"  # the probe's parser reports failure after recording
 
 
+@pytest.mark.parametrize("version", VERSION_IDS)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_bank_part_profiles_reach_the_builder_as_valid_dims(version, precision):
+    """acfb exports: build_plan of bank_kv and bank_head with M from the bank profile; every set_shape
+    argument converts to the real tensorrt.Dims and obeys set_shape's documented rules. Recorders stand
+    in for the builder and parser: this checks the calls, it does not build an engine."""
+    result = probe(version, "bank_profiles", {"entries": [1, 64, 256], "precision": precision})
+    assert result["plans"] == {"bank_kv": "plan", "bank_head": "plan"}
+    shapes = {e[1]: e[2] for e in result["events"] if e[0] == "set_shape"}
+    assert all(e[3] for e in result["events"] if e[0] == "set_shape")
+    assert shapes["bank_entries"] == [[1, 16, 1, 2], [64, 16, 1, 2], [256, 16, 1, 2]]
+    assert shapes["bank_keys"] == shapes["bank_values"] == [[2, 1, 16, 1, 2], [2, 64, 16, 1, 2], [2, 256, 16, 1, 2]]
+    assert shapes["bank_window"] == [[1, 1], [8, 64], [32, 256]]
+    kinds = [e[0] for e in result["events"]]
+    assert kinds.count("add_optimization_profile") == kinds.count("build_serialized_network") == 2
+    flags = {e[1] for e in result["events"] if e[0] == "set_flag"}
+    if precision == "fp16" and not version.startswith("11."):  # TensorRT 10: BuilderFlag.FP16; 11: strongly typed
+        assert flags == {"BuilderFlag.FP16"}
+    else:
+        assert not flags
+
+
 def test_tensorrt_without_aot_plugins_refuses_a_plugin_graph_in_one_line():
     """Finding 3: TensorRT < 10.9 has no tensorrt.plugin.aot_impl; building an HR2O graph names the version."""
     version = VERSION_WITHOUT_AOT[1]

@@ -85,7 +85,8 @@ def build_part_plan(
         request = TrtBuildRequest(
             onnx_path=onnx_path,
             precision=settings.precision,
-            profiles=profile_shapes([t.to_dict() for t in part.inputs], settings.trt.clips, settings.trt.rois, f"{settings.export_dir}/{part.file}"),
+            profiles=profile_shapes([t.to_dict() for t in part.inputs], settings.trt.clips, settings.trt.rois,
+                                    f"{settings.export_dir}/{part.file}", entries=settings.trt.bank_entries),
             workspace_bytes=int(settings.trt.workspace_gib * (1 << 30)),
             fp32_layers=tuple(fp32_nodes) if isinstance(fp32_nodes, list) else (),
             timing_cache=settings.trt.timing_cache,

@@ -14,7 +14,9 @@ strips the model-local functions so the parser falls back to the plugins.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from acar_deploy.engines.runners.ort import choose_graph
 from acar_deploy.engines.settings import ShapeRange
 from acar_deploy.errors import InputError, MissingExtraError
 from acar_deploy.formats import EngineRecord, Precision, Runtime
+from acar_deploy.formats.manifest import BANK_PARTS
 
 
 def import_tensorrt(what: str) -> Any:
@@ -95,10 +98,14 @@ class TrtBuildRequest:
 
 
 def profile_shapes(
-    inputs: tuple[dict[str, Any], ...], clips: ShapeRange, rois: ShapeRange, where: str
+    inputs: tuple[dict[str, Any], ...], clips: ShapeRange, rois: ShapeRange, where: str,
+    entries: ShapeRange | None = None,
 ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-    """min/opt/max shapes per input: `B` follows the clip range, `R` the RoI range; others static."""
+    """min/opt/max shapes per input: `B` follows the clip range, `R` the RoI range, `M` (bank entries
+    of an acfb export's bank_kv / bank_head) the entry range; others static."""
     ranges = {"B": clips, "R": rois}
+    if entries is not None:
+        ranges["M"] = entries
     shapes = {}
     for tensor in inputs:
         lo, mid, hi = [], [], []
@@ -213,8 +220,46 @@ def _torch_dtype(trt: Any, dtype: Any) -> Any:
     }[dtype]
 
 
+class DeviceBankProjectionCache:
+    """`BankProjectionCache`'s policy (engines/runners/bank_cache.py) with K/V kept on the GPU.
+
+    Entries are keyed by their bytes; `bank_kv` runs on the entries new to this window only; memory
+    stays one window. Kept on the device because copying a window's K/V to the head every keyframe
+    would cost more PCIe traffic than the projection saves (R50, M = 64: about 100 MB fp32).
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[bytes, tuple[Any, Any]] = {}
+        self.projected = 0  # entries sent to `project` so far
+
+    def keys_values(self, entries: np.ndarray, project: Callable[[np.ndarray], tuple[Any, Any]]) -> tuple[Any, Any]:
+        """entries [M, C, h, w] on the host -> keys, values [depth, M, C, h, w] device tensors."""
+        import torch
+
+        digests = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in entries]
+        new: dict[bytes, int] = {}
+        for index, digest in enumerate(digests):
+            if digest not in self._rows and digest not in new:
+                new[digest] = index
+        rows = {d: self._rows[d] for d in digests if d in self._rows}
+        if new:
+            keys, values = project(np.ascontiguousarray(entries[list(new.values())]))
+            self.projected += len(new)
+            for position, digest in enumerate(new):
+                rows[digest] = (keys[:, position], values[:, position])
+        self._rows = rows  # the current window only
+        return (torch.stack([rows[d][0] for d in digests], dim=1), torch.stack([rows[d][1] for d in digests], dim=1))
+
+    def clear(self) -> None:
+        self._rows = {}
+
+
 class TrtRunner(Runner):
-    """Runs a TensorRT engine folder on the current CUDA device; `cuda_graph=True` replays captured graphs."""
+    """Runs a TensorRT engine folder on the current CUDA device; `cuda_graph=True` replays captured graphs.
+
+    An acfb engine (backbone, bank_kv, bank_head) runs backbone -> bank_kv on the entries new to the
+    window -> bank_head, with K/V kept on the GPU per entry (`DeviceBankProjectionCache`).
+    """
 
     def __init__(self, path: str | Path, options: RunnerOptions = RunnerOptions()):
         """`options.graph` and `options.cuda_graph` apply; CPU thread options are ignored (it runs on the GPU)."""
@@ -223,6 +268,8 @@ class TrtRunner(Runner):
         if self.folder.runtime != Runtime.TRT:
             raise InputError(f"{self.folder.path}: runtime is {self.folder.runtime.value!r}, not trt")
         self._split = choose_graph(self.folder.parts, options.graph, self.path)
+        self._bank = self._split and "head" not in self.folder.parts  # an acfb engine: backbone, bank_kv, bank_head
+        self.bank_cache = DeviceBankProjectionCache()
         super().__init__(f"trt-{self.folder.precision.value}:{self.path.name}", self.folder.num_classes,
                          Runtime.TRT, self.folder.precision)
         self.cuda_graph = options.cuda_graph
@@ -234,6 +281,14 @@ class TrtRunner(Runner):
     @property
     def split(self) -> bool:
         return self._split
+
+    @property
+    def supports_bank(self) -> bool:
+        return self._bank
+
+    @property
+    def supports_head_only(self) -> bool:
+        return self._split and not self._bank
 
     def _activate(self) -> None:
         trt = import_tensorrt("running a TensorRT engine")
@@ -250,7 +305,7 @@ class TrtRunner(Runner):
         # AOT plugin kernels live in the plan; registering the definition too is harmless where supported.
         load_plugins(trt, logger, hr2o=supports_aot_plugins(trt))
         runtime = trt.Runtime(logger)
-        parts = ("backbone", "head") if self._split else ("fused",)
+        parts = ("backbone", *BANK_PARTS) if self._bank else ("backbone", "head") if self._split else ("fused",)
         self._engines = {p: _Engine(trt, runtime, self.folder.graph_path(p).read_bytes(), self.folder.graph_path(p))
                          for p in parts}
         self._stream = torch.cuda.Stream()
@@ -261,6 +316,7 @@ class TrtRunner(Runner):
     def _close(self) -> None:
         self._graphs.clear()
         self._engines.clear()
+        self.bank_cache.clear()
 
     def _enqueue(self, part: str, inputs: dict[str, Any]) -> dict[str, Any]:
         """Bind inputs by name, allocate outputs, enqueue on the runner's stream (no sync)."""
@@ -273,7 +329,7 @@ class TrtRunner(Runner):
             inputs[name] = tensor
             if not ctx.set_input_shape(name, tuple(tensor.shape)):
                 raise InputError(f"{self.path}: {name} shape {list(tensor.shape)} is outside the engine's profile; "
-                                 "rebuild with a wider --roi-profile / --batch-profile")
+                                 "rebuild with a wider --roi-profile / --batch-profile / --bank-profile")
             ctx.set_tensor_address(name, tensor.data_ptr())
         outputs = {}
         for name in engine.outputs:
@@ -324,17 +380,24 @@ class TrtRunner(Runner):
         times = {name: events[i].elapsed_time(events[i + 1]) / 1000.0 for i, (name, _) in enumerate(stages)}
         return result, times
 
-    def _h2d(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, Any]:
+    @staticmethod
+    def _to_device(array: np.ndarray) -> Any:
+        """Host array -> CUDA tensor, through pinned memory (asynchronous on the runner's stream)."""
         import torch
 
-        return {"clips": torch.from_numpy(clips).pin_memory().to("cuda", non_blocking=True),
-                "rois": torch.from_numpy(rois).pin_memory().to("cuda", non_blocking=True)}
+        return torch.from_numpy(array).pin_memory().to("cuda", non_blocking=True)
+
+    def _h2d(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, Any]:
+        return {"clips": self._to_device(clips), "rois": self._to_device(rois)}
 
     @staticmethod
     def _d2h(outputs: dict[str, Any]) -> dict[str, np.ndarray]:
         return {n: t.float().to("cpu", non_blocking=True) for n, t in outputs.items() if n in ("logits", "scores")}
 
     def _infer_split(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
+        if self._bank:
+            raise InputError(f"{self.path}: an acfb model needs each keyframe's bank window "
+                             "(feeds bank_entries, bank_window; detect/parity --bank BANK)")
         state: dict[str, Any] = {}
 
         def backbone(dev: dict[str, Any]) -> Any:
@@ -351,11 +414,8 @@ class TrtRunner(Runner):
         return {n: t.numpy() for n, t in outputs.items()}
 
     def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
-
         def h2d(_: Any) -> dict[str, Any]:
-            return {"context": torch.from_numpy(context).pin_memory().to("cuda", non_blocking=True),
-                    "rois": torch.from_numpy(rois).pin_memory().to("cuda", non_blocking=True)}
+            return {"context": self._to_device(context), "rois": self._to_device(rois)}
 
         start = time.perf_counter()
         outputs, times = self._timed_run([("h2d", h2d), ("head", lambda dev: self._execute("head", dev)),
@@ -367,5 +427,44 @@ class TrtRunner(Runner):
         start = time.perf_counter()
         outputs, times = self._timed_run([("h2d", lambda _: self._h2d(clips, rois)),
                                           ("fused", lambda dev: self._execute("fused", dev)), ("d2h", self._d2h)])
+        self.last_stage_times = {**times, "wall": time.perf_counter() - start}
+        return {n: t.numpy() for n, t in outputs.items()}
+
+    def _project_bank(self, entries: np.ndarray) -> tuple[Any, Any]:
+        """bank_kv on new entries (host) -> keys, values on the GPU; cloned, since a captured CUDA
+        graph's outputs are overwritten by its next replay."""
+        outputs = self._execute("bank_kv", {"bank_entries": self._to_device(entries)})
+        return outputs["bank_keys"].clone(), outputs["bank_values"].clone()
+
+    def _infer_bank(self, clips: np.ndarray, rois: np.ndarray, entries: np.ndarray,
+                    window: np.ndarray) -> dict[str, np.ndarray]:
+        """backbone -> bank_kv (entries new to this window only) -> bank_head, stages timed with CUDA events."""
+        if entries.shape[0] == 0:
+            # Profiles start at M = 1: one all-masked zero entry, which gives every box the zero
+            # message that an empty window gives (as the OpenVINO runner does).
+            entries = np.zeros((1, *entries.shape[1:]), np.float32)
+            window = np.zeros((rois.shape[0], 1), bool)
+        state: dict[str, Any] = {}
+
+        def h2d(_: Any) -> dict[str, Any]:
+            dev = self._h2d(clips, rois)
+            dev["bank_window"] = self._to_device(window)
+            return dev
+
+        def backbone(dev: dict[str, Any]) -> Any:
+            state.update(dev)
+            return self._execute("backbone", {"clips": dev["clips"]})["context"]
+
+        def bank_kv(context: Any) -> tuple[Any, Any]:
+            state["context"] = context
+            return self.bank_cache.keys_values(entries, self._project_bank)
+
+        def head(kv: tuple[Any, Any]) -> dict[str, Any]:
+            return self._execute("bank_head", {"context": state["context"], "rois": state["rois"], "bank_keys": kv[0],
+                                               "bank_values": kv[1], "bank_window": state["bank_window"]})
+
+        start = time.perf_counter()
+        outputs, times = self._timed_run([("h2d", h2d), ("backbone", backbone), ("bank_kv", bank_kv), ("head", head),
+                                          ("d2h", self._d2h)])
         self.last_stage_times = {**times, "wall": time.perf_counter() - start}
         return {n: t.numpy() for n, t in outputs.items()}
