@@ -17,11 +17,11 @@ from acar_deploy.errors import InputError
 
 @pytest.fixture(scope="module")
 def kv_setup(tmp_path_factory):
-    """Synthetic temporal data, an fp32 val and an fp16 train bank of a no-bank model, two acfb checkpoints (A, B)
-    and A's ORT export."""
+    """Synthetic temporal data, an fp32 val and an fp16 train bank of a no-bank model, two acfb checkpoints
+    (A, B). The ORT export path (stored K/V through bank_kv / bank_head graphs, parity) is tested in
+    test_acfb_export.py, which already pays for an export."""
     from acar_deploy.bank.extract import ExtractSettings, extract_bank
     from acar_deploy.data.synth import SynthSettings, synthesize
-    from acar_deploy.export.exporter import ExportSettings, export_model
     from acar_deploy.model.acar import ACARModel
     from acar_deploy.model.checkpoint import save_checkpoint
     from acar_deploy.model.config import ModelConfig
@@ -48,8 +48,7 @@ def kv_setup(tmp_path_factory):
             for layer in model.head.hr2o:
                 layer.conv.weight.mul_(20.0)
         models[name], ckpts[name] = model, save_checkpoint(model, root / f"acfb_{name}.pt")
-    export_model(root / "export", ckpts["A"], None, ExportSettings(input_size=(48, 64), validate=False))
-    return root, data, banks, models, ckpts, root / "export"
+    return root, data, banks, models, ckpts
 
 
 def _fresh(bank, tmp_path, name="bank"):
@@ -70,14 +69,15 @@ def _eager_kv(model, features):
 
 
 def test_stored_kv_equal_eager_project_bank(kv_setup, tmp_path):
-    """ORT export on an fp32 bank: stored = eager to 1e-4; eager checkpoint on an fp16 bank: = eager
-    rounded to fp16. bank.json names the weights (checkpoint sha256, depth); windows carry the K/V."""
+    """fp32 bank: stored = eager to 1e-4; fp16 bank: = eager rounded to fp16 (ORT: test_acfb_export.py).
+    bank.json names the weights (checkpoint sha256, depth); windows carry the K/V of their rows."""
     from acar_deploy.artifacts import sha256_file
     from acar_deploy.bank.window import FeatureBank
     from acar_deploy.formats.bank import BankManifest, open_video_arrays
 
-    _, _, banks, models, ckpts, export = kv_setup
-    for precision, engine in (("fp32", export), ("fp16", f"eager:{ckpts['A']}:")):
+    _, _, banks, models, ckpts = kv_setup
+    for precision in ("fp32", "fp16"):
+        engine = f"eager:{ckpts['A']}:"
         bank = _fresh(banks[precision], tmp_path, precision)
         result = _project(bank, engine, batch=3)  # several bank_kv calls per video
         manifest = BankManifest.load(bank)
@@ -96,7 +96,7 @@ def test_stored_kv_equal_eager_project_bank(kv_setup, tmp_path):
             for got, ref in ((keys, ref_keys), (values, ref_values)):
                 if precision == "fp32":
                     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
-                else:  # one fp16 rounding (+ ORT-vs-torch noise): half an ulp of 2^-10 relative
+                else:  # one fp16 rounding: half an ulp of 2^-10 relative
                     np.testing.assert_allclose(got.astype(np.float32), ref, atol=1e-4, rtol=2 ** -10)
                     assert np.abs(got.astype(np.float32) - ref).max() > 0  # really stored in fp16
             t = int(index["timestamp"][len(index) // 2])
@@ -107,67 +107,61 @@ def test_stored_kv_equal_eager_project_bank(kv_setup, tmp_path):
 
 
 def test_logits_with_stored_kv_equal_kv_on_the_fly(kv_setup, tmp_path):
-    """A keyframe's window from the bank: ORT and eager runners fed the stored K/V (bank_kv skipped) =
-    eager ACFBHead.forward on the window's entries."""
+    """A keyframe's window from the bank: the eager runner fed the stored K/V = ACFBHead.forward on the
+    window's entries (K/V on the fly); bad K/V feeds fail in one line."""
     from acar_deploy.bank.window import FeatureBank
-    from acar_deploy.engines.bank_projection import projection_weights
+    from acar_deploy.engines.bank_projection import eager_projection_weights
     from acar_deploy.engines.runners.eager import EagerRunner
-    from acar_deploy.engines.runners.ort import OrtRunner
-    from acar_deploy.export.specs import make_spec, random_rois
-    from acar_deploy.formats import ExportManifest
 
-    _, _, banks, models, _, export = kv_setup
+    _, _, banks, models, ckpts = kv_setup
+    model = models["A"]
     bank = _fresh(banks["fp32"], tmp_path)
-    _project(bank, export)
+    _project(bank, f"eager:{ckpts['A']}:")
     feature_bank = FeatureBank(bank)
-    assert feature_bank.use_stored_kv(projection_weights(export))
+    assert feature_bank.use_stored_kv(eager_projection_weights(ckpts["A"], model.config))
     video = max(feature_bank.manifest.videos, key=lambda v: v.entries)
     window = feature_bank.window(video.video_id, video.first_timestamp + 2, 2)
     assert len(window) >= 4
-    rng = np.random.default_rng(0)
-    clips = make_spec("backbone", ExportManifest.load(export).geometry()).example_inputs(rng, 1, 1)["clips"]
-    rois = random_rois(rng, 3, 1)
+    torch.manual_seed(0)
+    clips = torch.randn(1, 3, model.config.input.num_frames, 48, 64).numpy()
+    rois = np.array([[0, 0.1, 0.1, 0.5, 0.9], [0, 0.4, 0.2, 0.9, 0.8], [0, 0.0, 0.0, 1.0, 1.0]], np.float32)
     mask = np.ones((3, len(window)), bool)
     mask[0, ::2] = False  # box 0 sees every other entry only
     with torch.no_grad():
-        model = models["A"]
         context = model.context(torch.from_numpy(clips))
         expected = model.head(context, torch.from_numpy(rois.copy()), torch.from_numpy(window.features),
                               torch.from_numpy(mask)).numpy()
+        alone = model.head(context, torch.from_numpy(rois.copy()), torch.zeros(0, *window.features.shape[1:]),
+                           torch.zeros(3, 0, dtype=torch.bool)).numpy()
+    assert np.abs(expected - alone).max() > 1e-3  # the window matters
     stored = {"clips": clips, "rois": rois, "bank_keys": window.keys, "bank_values": window.values, "bank_window": mask}
-    with OrtRunner(export) as ort_runner, EagerRunner(models["A"]) as eager:
-        assert ort_runner.supports_stored_kv and eager.supports_stored_kv
-        for runner in (ort_runner, eager):
-            np.testing.assert_allclose(runner.infer(stored)["logits"], expected, atol=1e-4, rtol=1e-4)
-        assert ort_runner.bank_cache.projected == 0  # bank_kv never ran
+    with EagerRunner(model) as eager:
+        assert eager.supports_stored_kv
+        np.testing.assert_allclose(eager.infer(stored)["logits"], expected, atol=1e-4, rtol=1e-4)
         with pytest.raises(InputError, match="bank_keys"):
-            ort_runner.infer({**stored, "bank_values": window.values[:, :1]})
+            eager.infer({**stored, "bank_values": window.values[:, :1]})
+        with pytest.raises(InputError, match="bank_window"):
+            eager.infer({**stored, "bank_window": mask[:, :1]})
 
 
-def test_parity_and_detect_read_the_stored_kv(kv_setup, tmp_path, monkeypatch):
-    """parity ENGINE --bank: the engine's bank_kv never runs (it would raise) and it still equals eager
-    on the fly to 1e-4; detect --bank with stored K/V = detect on the same bank without them."""
+def test_detect_reads_the_stored_kv_and_refuses_other_weights(kv_setup, tmp_path, monkeypatch):
+    """detect --bank with stored K/V (project_bank never runs: it would raise) = detect on the same bank
+    without them; a model with other weights is refused in one line naming bank.json's field."""
     from acar_deploy.data.ava_csv import read_predictions
     from acar_deploy.data.dataset import load_dataset
     from acar_deploy.detect import DetectSettings, detect
-    from acar_deploy.engines.runners.graph_parts import GraphPartRunner
-    from acar_deploy.verify.parity import ParitySettings, check_parity
+    from acar_deploy.model.acfb import ACFBHead
 
-    _, data, banks, _, ckpts, export = kv_setup
+    _, data, banks, _, ckpts = kv_setup
     bank = _fresh(banks["fp32"], tmp_path)
-    _project(bank, export)
-    with monkeypatch.context() as patch:
-        patch.setattr(GraphPartRunner, "_project_bank", lambda self, e: (_ for _ in ()).throw(AssertionError("ran")))
-        report = check_parity(ParitySettings(engine=str(export), data=data, checkpoint=ckpts["A"], bank=bank,
-                                             threads=1, atol=1e-4, rtol=1e-4), progress=False)
-    assert report.boxes > 0 and report.passed and report.metadata["bank_kv"] == "stored in the bank"
-    assert all(d.max_abs <= 1e-4 for d in report.outputs)
-
+    _project(bank, f"eager:{ckpts['A']}:")
     video_id = load_dataset(data).val_keyframes()[0].video_id
     settings = DetectSettings(checkpoint=ckpts["A"], media=data / "videos" / f"{video_id}.mp4",
                               boxes=data / "val_proposals.csv", out=tmp_path / "stored.csv", bank=bank,
                               progress=False)
-    detect(settings)
+    with monkeypatch.context() as patch:
+        patch.setattr(ACFBHead, "project_bank", lambda self, e: (_ for _ in ()).throw(AssertionError("projected")))
+        detect(settings)
     detect(DetectSettings(**{**settings.__dict__, "bank": banks["fp32"], "out": tmp_path / "fly.csv"}))
     stored, fly = read_predictions(tmp_path / "stored.csv"), read_predictions(tmp_path / "fly.csv")
     assert len(stored.score) > 0
@@ -180,7 +174,7 @@ def test_interrupted_projection_leaves_old_or_complete_videos(kv_setup, tmp_path
     from acar_deploy.engines.runners.eager import EagerRunner
     from acar_deploy.formats.bank import BankManifest, kv_dir, stored_kv_record
 
-    _, _, banks, _, ckpts, _ = kv_setup
+    _, _, banks, _, ckpts = kv_setup
     bank = _fresh(banks["fp16"], tmp_path)
     manifest = BankManifest.load(bank)
     videos = [v.video_id for v in manifest.videos]
@@ -235,10 +229,10 @@ def test_interrupted_projection_leaves_old_or_complete_videos(kv_setup, tmp_path
 
 def test_other_weights_refused_and_banks_without_kv_still_work(kv_setup, tmp_path):
     from acar_deploy.bank.window import FeatureBank
-    from acar_deploy.engines.bank_projection import projection_weights
     from acar_deploy.formats.bank import BankManifest
 
-    _, _, banks, models, ckpts, export = kv_setup
+    _, _, banks, models, ckpts = kv_setup
+    export = f"eager:{ckpts['A']}:"
     bank = _fresh(banks["fp16"], tmp_path)
     _project(bank, export)
     with pytest.raises(InputError, match=r"bank\.json: field 'projection\.weights'.*--force"):
@@ -248,7 +242,6 @@ def test_other_weights_refused_and_banks_without_kv_still_work(kv_setup, tmp_pat
     with pytest.raises(InputError, match=r"bank\.json: field 'projection\.weights'"):
         FeatureBank(bank).use_stored_kv(eager_projection_weights(ckpts["B"], models["B"].config))
     assert FeatureBank(bank).use_stored_kv(eager_projection_weights(ckpts["A"], models["A"].config))
-    assert projection_weights(export) == eager_projection_weights(ckpts["A"], models["A"].config)
     again = _project(bank, export)  # same weights: nothing to redo
     assert again.projected == [] and len(again.kept) == len(BankManifest.load(bank).videos)
 
@@ -260,7 +253,7 @@ def test_other_weights_refused_and_banks_without_kv_still_work(kv_setup, tmp_pat
     (old / "bank.json").write_text(json.dumps(data))
     reader = FeatureBank(old)
     assert reader.manifest.format_version == 1 and not reader.has_kv
-    assert reader.use_stored_kv(projection_weights(export)) is False
+    assert reader.use_stored_kv(eager_projection_weights(ckpts["A"], models["A"].config)) is False
     video = reader.manifest.videos[0]
     window = reader.window(video.video_id, video.first_timestamp, 2)
     assert window.keys is None and len(window) > 0

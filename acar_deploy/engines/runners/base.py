@@ -225,6 +225,8 @@ class Runner:
                              "an ORT/OpenVINO engine folder of one, or eager with an acfb checkpoint")
         self.activate()
         entries = np.ascontiguousarray(entries, dtype=np.float32)
+        if not entries.flags.writeable:  # a memory-mapped bank slice: torch wants its own copy
+            entries = entries.copy()
         if entries.ndim != 4:
             raise InputError(f"bank_entries has shape {list(entries.shape)}; expected [M, C, h, w]")
         keys, values = self._project_bank(entries)
