@@ -112,5 +112,8 @@ def info(
         f"({result.precision}, {list(result.feature_shape)}) in {result.videos} videos, {result.keyframes} keyframes\n"
         f"split {result.split} ({result.boxes}); source {result.source.get('checkpoint')} ({result.source.get('config')})\n"
         f"entries per window {span}: min {result.window_entries_min}, mean {result.window_entries_mean:.1f}, "
-        f"max {result.window_entries_max}"
+        f"max {result.window_entries_max}\n"
+        + (f"keys/values stored by {result.projection['runner']} (checkpoint sha256 "
+           f"{result.projection['weights']['checkpoint_sha256']}, depth {result.projection['weights']['depth']})"
+           if result.projection else "keys/values not stored (acar-deploy bank project)")
     )

@@ -87,9 +87,6 @@ def projection_weights(source: str | Path, runner: Runner | None = None) -> Proj
 
 
 def _check_fits(runner: Runner, manifest: BankManifest, bank: Path, weights: ProjectionWeights, source: str) -> None:
-    if not runner.supports_stored_kv:
-        raise InputError(f"{source}: this runner has no bank_kv part; project with an acfb export folder, "
-                         "an ORT/OpenVINO engine of one, or --checkpoint of an acfb model")
     probe = np.zeros((1, *manifest.feature_shape), np.float32)
     try:
         keys, _ = runner.project_bank(probe)
@@ -119,11 +116,14 @@ def project_bank_kv(settings: ProjectSettings, on_video: Callable[[str], None] |
     kept: list[str] = []
     entries = 0
     with runner, progress_bar(settings.progress) as bar:
+        if not runner.supports_stored_kv:
+            raise InputError(f"{settings.engine}: this model has no bank_kv part (not an acfb head); project with an "
+                             "acfb export folder, an ORT/OpenVINO engine of one, or --checkpoint of an acfb model")
         weights = projection_weights(settings.engine, runner)
         previous = manifest.projection
         if previous is not None and previous.weights != weights and not settings.force:
             raise InputError(f"{bank / MANIFEST_NAME}: field 'projection.weights' ({previous.weights.describe()}) is "
-                             f"not {settings.engine}'s ({weights.describe()}); pass --force to replace the stored K/V")
+                             f"not {runner.name}'s ({weights.describe()}); pass --force to replace the stored K/V")
         _check_fits(runner, manifest, bank, weights, settings.engine)
         task = bar.add_task(f"bank project ({runner.name})", total=manifest.entries)
         for video in manifest.videos:
