@@ -260,3 +260,24 @@ def test_other_weights_refused_and_banks_without_kv_still_work(kv_setup, tmp_pat
     manifest = BankManifest.load(old)
     manifest.write(old)
     assert "projection" not in json.loads((old / "bank.json").read_text())  # stays a version-1 file
+
+
+def test_cli_bank_project_and_info(kv_setup, tmp_path):
+    """`acar-deploy bank project` parses into project_bank_kv: JSON summary, one-line refusals (exit 2)."""
+    from typer.testing import CliRunner
+
+    from acar_deploy.cli.main import app
+    from acar_deploy.formats.bank import BankManifest
+
+    _, _, banks, _, ckpts = kv_setup
+    bank = _fresh(banks["fp16"], tmp_path)
+    result = CliRunner().invoke(app, ["bank", "project", str(bank), "--checkpoint", str(ckpts["A"]), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["entries_projected"] == BankManifest.load(bank).entries > 0 and summary["weights"]["depth"] == 2
+    result = CliRunner().invoke(app, ["bank", "project", str(bank), "--checkpoint", str(ckpts["B"])])
+    assert result.exit_code == 2 and "projection.weights" in result.output and "--force" in result.output
+    result = CliRunner().invoke(app, ["bank", "project", str(bank)])
+    assert result.exit_code == 2 and "exactly one of --engine" in result.output
+    result = CliRunner().invoke(app, ["bank", "info", str(bank), "--format", "json"])
+    assert json.loads(result.output)["projection"]["weights"]["checkpoint_sha256"] == summary["weights"]["checkpoint_sha256"]
