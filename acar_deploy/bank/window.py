@@ -77,7 +77,7 @@ class FeatureBank:
         if projection.weights != weights:
             raise InputError(f"{self.path / MANIFEST_NAME}: field 'projection.weights' ({projection.weights.describe()}) "
                              f"is not this model's ({weights.describe()}); rerun acar-deploy bank project "
-                             f"{self.path} --engine <this model> --force")
+                             f"{self.path} with this model (--engine DIR or --checkpoint CKPT) --force")
         self.stored_kv = True
         return True
 
