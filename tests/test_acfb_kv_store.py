@@ -225,6 +225,17 @@ def test_interrupted_projection_leaves_old_or_complete_videos(kv_setup, tmp_path
     reader.use_stored_kv(BankManifest.load(bank).projection.weights)  # still A's
     with pytest.raises(InputError, match=r"kv\.json: field 'weights'.*rerun"):
         reader.check_arrays()
+    finished = _project(bank, b, force=True)  # the rerun keeps video 1 (B's, intact) and does the others
+    assert finished.kept == videos[:1] and finished.projected == videos[1:]
+
+    # a corrupted K/V file (sha256 differs from kv.json) is re-projected, the others kept
+    keys_file = kv_dir(bank, videos[1]) / "keys.npy"
+    good = stored_kv_record(bank, videos[1])
+    raw = bytearray(keys_file.read_bytes())
+    raw[-1] ^= 0xFF
+    keys_file.write_bytes(bytes(raw))
+    healed = _project(bank, b)
+    assert healed.projected == [videos[1]] and stored_kv_record(bank, videos[1]) == good
 
 
 def test_other_weights_refused_and_banks_without_kv_still_work(kv_setup, tmp_path):

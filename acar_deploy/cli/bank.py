@@ -72,7 +72,7 @@ def project(
     config: Config = None,
     threads: Annotated[int, typer.Option("--threads", min=0, help="Runtime threads (0: its default).")] = 0,
     output_format: Format = OutputFormat.text,
-    force: Annotated[bool, typer.Option("--force", help="Replace K/V projected by other weights and redo every video.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace K/V projected by other weights (videos already projected by these are kept).")] = False,
 ) -> None:
     """Store every entry's bank keys and values (the bank_kv part) in the bank, per video, memory-mapped."""
     from acar_deploy.engines.bank_projection import ProjectSettings, project_bank_kv

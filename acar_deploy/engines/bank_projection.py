@@ -4,8 +4,9 @@ K and V depend only on an entry and the weights, and each entry serves up to 2w 
 the deploy path projects them once per bank entry, ahead of time, with the runner it deploys
 (ORT / OpenVINO engine or export folder, or eager), and reads them memory-mapped afterwards. Each
 video's `kv/` folder is built in a temporary folder and renamed into place when complete (a killed
-run leaves every video with its old K/V, none, or the new complete K/V); `bank.json` names the
-weights once every video is done, and readers check them against their own model.
+run leaves every video with its old K/V, none, or the new complete K/V); a rerun keeps the videos
+whose K/V are of the same weights and match their recorded sha256. `bank.json` names the weights
+once every video is done, and readers check them against their own model.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from acar_deploy.errors import InputError
 from acar_deploy.formats import verify_folder
 from acar_deploy.formats.bank import (
     BANK_FORMAT_VERSION,
+    KEYS_NAME,
     MANIFEST_NAME,
+    VALUES_NAME,
     BankManifest,
     BankProjection,
     ProjectionWeights,
@@ -42,7 +45,7 @@ DEFAULT_BATCH = 32  # entries per bank_kv call: R50 K/V of 32 entries = 12 MiB f
 class ProjectSettings:
     bank: Path
     engine: str  # export folder, engine folder, or eager:CHECKPOINT:CONFIG
-    force: bool = False  # replace K/V projected by other weights, and re-project videos already done
+    force: bool = False  # replace K/V projected by other weights (videos intact with these weights are kept)
     threads: int = 0  # runtime intra-op threads (0: its default)
     batch: int = DEFAULT_BATCH
     progress: bool = True
@@ -54,7 +57,7 @@ class ProjectResult:
     weights: ProjectionWeights
     runner: str
     projected: list[str]  # videos whose K/V this run wrote
-    kept: list[str]  # videos that already held K/V of these weights (an interrupted run's)
+    kept: list[str]  # videos that already held intact K/V of these weights (sha256 checked)
     entries: int  # entries projected by this run
     seconds: float
 
@@ -130,9 +133,10 @@ def project_bank_kv(settings: ProjectSettings, on_video: Callable[[str], None] |
             folder = kv_dir(bank, video.video_id)
             remove_stale_temporaries(folder)  # a killed run's half-written kv folder
             record = stored_kv_record(bank, video.video_id)
-            if not settings.force and record is not None and record.weights == weights \
-                    and record.entries == video.entries:
-                kept.append(video.video_id)
+            if record is not None and record.weights == weights and record.entries == video.entries \
+                    and sha256_file(folder / KEYS_NAME) == record.keys_sha256 \
+                    and sha256_file(folder / VALUES_NAME) == record.values_sha256:
+                kept.append(video.video_id)  # done by an interrupted run (or an earlier one) with these weights
                 bar.advance(task, video.entries)
                 continue
             features, _ = open_video_arrays(bank, manifest, video.video_id)
