@@ -62,9 +62,13 @@ class BoxScores:
 
 
 def predict_split(runner: Runner, dataset: Any, workers: int = 0, progress: Any = None,
-                  collate: Any = None) -> list[BoxScores]:
+                  collate: Any = None, stored_kv: bool = True) -> list[BoxScores]:
     """Run a runner over every keyframe of a `KeyframeDataset` (one keyframe per call): one BoxScores per
-    box, keyframe then box order. The one "predict a split" loop of detect, parity and validation."""
+    box, keyframe then box order. The one "predict a split" loop of detect, parity and validation.
+
+    An acfb model's batches carry the bank window; when they also carry the K/V stored in the bank,
+    the runner gets those (its bank_kv part is skipped) unless `stored_kv` is False or it cannot
+    take them, then the entries (K/V projected on the fly)."""
     from acar_deploy.data.dataset import make_loader
 
     runner.activate()
@@ -81,6 +85,9 @@ def predict_split(runner: Runner, dataset: Any, workers: int = 0, progress: Any 
 
             entries, window = bank_inputs(batch, "cpu")
             feeds.update(bank_entries=entries.numpy(), bank_window=window.numpy())
+            if stored_kv and "bank_keys" in batch and runner.supports_stored_kv:
+                del feeds["bank_entries"]
+                feeds.update(bank_keys=batch["bank_keys"].numpy(), bank_values=batch["bank_values"].numpy())
         outputs = runner.infer(feeds)
         (video_id,), (timestamp,), (boxes,) = batch["video_ids"], batch["timestamps"], batch["boxes"]
         for box, scores, logits in zip(boxes, outputs["scores"], outputs["logits"], strict=True):
@@ -201,6 +208,11 @@ def detect(settings: DetectSettings) -> DetectResult:
     from acar_deploy.bank.dataset import open_bank_for, with_bank
 
     bank = open_bank_for(settings.bank, model.config, None) if settings.bank is not None else None
+    if bank is not None:  # K/V stored by `bank project` with these weights are read, not recomputed
+        from acar_deploy.engines.bank_projection import eager_projection_weights
+
+        bank.use_stored_kv(eager_projection_weights(settings.checkpoint, model.config))
+        bank.check_arrays()
     dataset, collate = with_bank(dataset, model.config, bank)
     from acar_deploy.progress import progress_bar
 

@@ -7,7 +7,12 @@ M of bank entries in the window, the best of --repeats runs (ms) of:
   on_the_fly   the head recomputing K/V of all M entries for this keyframe (`ACFBHead.forward`)
   precomputed  the head on stored K/V (`forward_projected`) plus projecting the entries new to this
                keyframe's window: one second's share, M / (2w + 1), as consecutive keyframes of a
-               video share 2w of their 2w + 1 window seconds (`bank_kv` run on those only)
+               video share 2w of their 2w + 1 window seconds (`bank_kv` run on those only): the
+               runners' in-memory cache (`BankProjectionCache`)
+  stored       K/V stored in the bank by `acar-deploy bank project`: read the window (entries and
+               K/V, fp16, memory-mapped .npy of a real bank folder, page cache warm) with
+               `FeatureBank.window`, then the head on them; nothing is projected. `stored_read`
+               is the read alone.
 Eager PyTorch always; with --ort also ONNX Runtime on the exported bank_kv and bank_head graphs
 (`acar_deploy.export.exporter.export_part`, the parts `acar-deploy export` writes). Random weights and
 inputs (timing only). Threads: --threads for torch and ORT (intra-op; default 1).
@@ -25,8 +30,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from acar_deploy.bank.window import FeatureBank
 from acar_deploy.export.exporter import DEFAULT_OPSET, export_part
 from acar_deploy.export.specs import make_spec
+from acar_deploy.formats.bank import (
+    BankManifest,
+    BankProjection,
+    BankVideo,
+    ProjectionWeights,
+    commit_kv_record,
+    create_kv_arrays,
+    video_dir,
+    write_video_arrays,
+)
 from acar_deploy.formats.manifest import BankGeometry, ExportGeometry
 from acar_deploy.model.acfb import ACFBHead
 from acar_deploy.model.config import HeadConfig
@@ -68,16 +84,48 @@ def _ort_sessions(head: ACFBHead, config: HeadConfig, folder: Path, threads: int
     return sessions
 
 
+def _stored_bank(folder: Path, entries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                 depth: int) -> FeatureBank:
+    """A one-video fp16 bank folder holding `entries` and their K/V, as `bank project` writes it; all
+    entries share one timestamp, so the window at that second is the M entries (one contiguous read)."""
+    shape = tuple(int(v) for v in entries.shape[1:])
+    manifest = BankManifest("fp16", shape, "val", "benchmark", {})  # type: ignore[arg-type]
+    (video_dir(folder, "v") / "kv").mkdir(parents=True)
+    write_video_arrays(video_dir(folder, "v"), entries.numpy().astype(np.float16),
+                       np.zeros(len(entries), np.int32), np.zeros((len(entries), 4), np.float32))
+    BankVideo("v", len(entries), 0, 0, "-", "-").write(video_dir(folder, "v") / "video.json")
+    weights = ProjectionWeights(None, 0, "benchmark", depth)
+    k, v = create_kv_arrays(video_dir(folder, "v") / "kv", manifest, depth, len(entries))
+    k[:], v[:] = keys.numpy(), values.numpy()
+    k.flush()
+    v.flush()
+    del k, v
+    commit_kv_record(video_dir(folder, "v") / "kv", "v", len(entries), weights)
+    BankManifest(**{**manifest.__dict__, "videos": (BankVideo("v", len(entries), 0, 0, "-", "-"),),
+                    "projection": BankProjection(weights, "benchmark")}).write(folder)
+    bank = FeatureBank(folder)
+    bank.use_stored_kv(weights)
+    return bank
+
+
 def _time_window(head: ACFBHead, sessions, context: torch.Tensor, rois: torch.Tensor, bank: torch.Tensor,
-                 new: int, repeats: int) -> dict[str, float]:
+                 new: int, repeats: int, folder: Path) -> dict[str, float]:
     """One keyframe with M = len(bank) entries in its window, `new` of them not seen by the previous keyframe."""
     mask = torch.ones(len(rois), len(bank), dtype=torch.bool)
     row = {}
     with torch.inference_mode():
         keys, values = head.project_bank(bank)
+        stored = _stored_bank(folder, bank, keys, values, len(head.hr2o))
+
+        def read():
+            window = stored.window("v", 0, 10)
+            return (torch.from_numpy(window.keys.astype(np.float32)), torch.from_numpy(window.values.astype(np.float32)))
+
         row["eager_on_the_fly_ms"] = _best_ms(lambda: head(context, rois, bank, mask), repeats)
         attend = _best_ms(lambda: head.forward_projected(context, rois, keys, values, mask), repeats)
         row["eager_precomputed_ms"] = attend + _best_ms(lambda: head.project_bank(bank[:new]), repeats)
+        row["stored_read_ms"] = _best_ms(read, repeats)
+        row["eager_stored_ms"] = _best_ms(lambda: head.forward_projected(context, rois, *read(), mask), repeats)
     if sessions is None:
         return row
     feeds = {"context": context.numpy(), "rois": rois.numpy(), "bank_window": mask.numpy()}
@@ -92,6 +140,12 @@ def _time_window(head: ACFBHead, sessions, context: torch.Tensor, rois: torch.Te
     row["ort_precomputed_ms"] = (
         _best_ms(lambda: sessions["bank_head"].run(None, {**feeds, "bank_keys": k, "bank_values": v}), repeats)
         + _best_ms(lambda: sessions["bank_kv"].run(None, {"bank_entries": entries[:new]}), repeats))
+
+    def ort_stored():
+        keys_read, values_read = read()
+        return sessions["bank_head"].run(None, {**feeds, "bank_keys": keys_read.numpy(), "bank_values": values_read.numpy()})
+
+    row["ort_stored_ms"] = _best_ms(ort_stored, repeats)
     return row
 
 
@@ -109,7 +163,8 @@ def bench_head(name: str, entries: list[int], window: int, repeats: int, use_ort
     for m in entries:
         bank = torch.from_numpy(rng.exponential(0.5, (m, config.hidden_dim, *map_size)).astype(np.float16).astype(np.float32))
         new = max(1, round(m / (2 * window + 1)))
-        row = {"head": name, "M": m, "new_entries": new, **_time_window(head, sessions, context, rois, bank, new, repeats)}
+        timed = _time_window(head, sessions, context, rois, bank, new, repeats, tmp / f"{name}-bank-{m}")
+        row = {"head": name, "M": m, "new_entries": new, **timed}
         rows.append({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()})
         print(json.dumps(rows[-1]), flush=True)  # one line per M as it is measured (slow heads, shared machines)
     return rows

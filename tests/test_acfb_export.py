@@ -143,6 +143,62 @@ def test_parity_with_bank_ort_equals_eager(acfb_export, tmp_path):
         check_parity(ParitySettings(**{**settings.__dict__, "bank": None, "out": tmp_path / "p2"}), progress=False)
 
 
+def test_kv_stored_by_the_export_equal_eager_and_parity_reads_them(acfb_export, tmp_path, monkeypatch):
+    """`bank project` with the ORT export on an fp32 bank: stored K/V = eager project_bank to 1e-4; the
+    ORT runner fed them = eager ACFBHead.forward (K/V on the fly); parity --bank reads them (bank_kv
+    never runs: it would raise) and passes at 1e-4; the export's weights = the checkpoint's."""
+    from acar_deploy.bank.extract import ExtractSettings, extract_bank
+    from acar_deploy.bank.window import FeatureBank
+    from acar_deploy.engines.bank_projection import (
+        ProjectSettings,
+        eager_projection_weights,
+        project_bank_kv,
+        projection_weights,
+    )
+    from acar_deploy.engines.runners.graph_parts import GraphPartRunner
+    from acar_deploy.engines.runners.ort import OrtRunner
+    from acar_deploy.formats.bank import open_video_arrays
+    from acar_deploy.verify.parity import ParitySettings, check_parity
+
+    root, data, _, acfb, ckpt, export = acfb_export
+    bank = extract_bank(ExtractSettings(checkpoint=root / "nobank.pt", data=data, out=tmp_path / "bank", split="val",
+                                        precision="fp32", progress=False)).out
+    project_bank_kv(ProjectSettings(bank=bank, engine=str(export), batch=4, progress=False))
+    weights = projection_weights(export)
+    assert weights == eager_projection_weights(ckpt, acfb.config)
+    reader = FeatureBank(bank)
+    assert reader.use_stored_kv(weights)
+    video = max(reader.manifest.videos, key=lambda v: v.entries)
+    features, _ = open_video_arrays(bank, reader.manifest, video.video_id)
+    keys, values = reader.kv_arrays(video.video_id)
+    with torch.no_grad():
+        ref_keys, ref_values = acfb.head.project_bank(torch.from_numpy(np.array(features)))
+    np.testing.assert_allclose(keys, ref_keys.numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(values, ref_values.numpy(), atol=1e-4, rtol=1e-4)
+
+    window = reader.window(video.video_id, video.first_timestamp + 1, 2)
+    rng = np.random.default_rng(5)
+    clips = rng.standard_normal((1, 3, acfb.config.input.num_frames, 48, 64)).astype(np.float32)
+    rois = np.array([[0, 0.1, 0.1, 0.5, 0.9], [0, 0.3, 0.2, 0.9, 0.8]], np.float32)
+    mask = np.ones((2, len(window)), bool)
+    mask[1, 0] = False
+    with torch.no_grad():
+        expected = acfb.head(acfb.context(torch.from_numpy(clips)), torch.from_numpy(rois.copy()),
+                             torch.from_numpy(window.features), torch.from_numpy(mask)).numpy()
+    with OrtRunner(export) as runner:
+        got = runner.infer({"clips": clips, "rois": rois, "bank_keys": window.keys, "bank_values": window.values,
+                            "bank_window": mask})
+        assert runner.bank_cache.projected == 0
+    np.testing.assert_allclose(got["logits"], expected, atol=1e-4, rtol=1e-4)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GraphPartRunner, "_project_bank", lambda self, e: (_ for _ in ()).throw(AssertionError("ran")))
+        report = check_parity(ParitySettings(engine=str(export), data=data, checkpoint=ckpt, bank=bank, threads=1,
+                                             atol=1e-4, rtol=1e-4), progress=False)
+    assert report.boxes > 0 and report.passed and report.metadata["bank_kv"] == "stored in the bank"
+    assert all(d.max_abs <= 1e-4 for d in report.outputs)
+
+
 def test_engines_of_an_acfb_export_equal_eager(acfb_export, tmp_path):
     """OpenVINO fp32 build of the bank parts = eager for overlapping windows and an empty one (M = 0);
     an ORT fp32 engine folder too; other precisions are refused in one line."""
@@ -172,6 +228,13 @@ def test_engines_of_an_acfb_export_equal_eager(acfb_export, tmp_path):
             np.testing.assert_allclose(runner.infer(feeds)["logits"], eager.infer(feeds)["logits"],
                                        atol=1e-4, rtol=1e-4)
         assert runner.bank_cache.projected == 8  # 5 + 2 new + the empty window's one masked dummy
+        for lo, hi in ((0, 5), (0, 0)):  # K/V stored in a bank (bank_kv skipped), incl. an empty window
+            keys, values = runner.project_bank(bank[lo:hi]) if hi else (np.zeros((2, 0, *bank.shape[1:]), np.float32),) * 2
+            feeds = {"clips": clips, "rois": rois, "bank_keys": keys, "bank_values": values,
+                     "bank_window": np.ones((2, hi - lo), bool)}
+            want = eager.infer({**{k: feeds[k] for k in ("clips", "rois", "bank_window")}, "bank_entries": bank[lo:hi]})
+            np.testing.assert_allclose(runner.infer(feeds)["logits"], want["logits"], atol=1e-4, rtol=1e-4)
+        feeds = {"clips": clips, "rois": rois, "bank_entries": bank[0:0], "bank_window": np.ones((2, 0), bool)}
     ort_engine = build_engine(BuildSettings(export_dir=export, out_dir=tmp_path / "ort"), progress=False).path
     with OrtRunner(ort_engine) as runner, EagerRunner(acfb) as eager:
         np.testing.assert_allclose(runner.infer(feeds)["logits"], eager.infer(feeds)["logits"], atol=1e-4, rtol=1e-4)

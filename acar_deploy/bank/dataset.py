@@ -4,6 +4,8 @@ Each sample gets the bank entries of its window ([t - w, t + w], or [t - w, t] w
 the video's memory-mapped arrays; a batch concatenates the windows of its clips and a `[R, M]`
 mask lets each RoI attend only its own clip's window. When training flips a clip, its window's
 maps are flipped along the width too (the entries were extracted unflipped), so positions match.
+With K/V stored in the bank (inference only, `FeatureBank.use_stored_kv`), samples also carry the
+window's keys/values and a batch concatenates them along the entry axis.
 """
 
 from __future__ import annotations
@@ -40,16 +42,24 @@ class BankKeyframeDataset:
         window = self.bank.window(item["video_id"], int(item["timestamp"]), self.half_width, self.causal)
         entries = torch.from_numpy(window.features)
         item["bank"] = entries.flip(-1) if item["flip"] else entries
+        if window.keys is not None:
+            if item["flip"]:  # K/V of a flipped entry are not the flipped K/V (3x3 convs): never mix them
+                raise InputError(f"{self.bank.path}: stored keys/values cannot be used with flip augmentation")
+            item["bank_kv"] = (torch.from_numpy(window.keys), torch.from_numpy(window.values))
         return item
 
 
 def collate_with_bank(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """`collate_keyframes` plus `bank_entries` `[M, C, h, w]` and `bank_clip` `[M]` (owner sample index)."""
+    """`collate_keyframes` plus `bank_entries` `[M, C, h, w]` and `bank_clip` `[M]` (owner sample index);
+    with stored K/V also `bank_keys`, `bank_values` `[depth, M, C, h, w]`."""
     import torch
 
     batch = collate_keyframes(items)
     batch["bank_entries"] = torch.cat([it["bank"] for it in items], 0)
     batch["bank_clip"] = torch.cat([torch.full((len(it["bank"]),), b, dtype=torch.int64) for b, it in enumerate(items)])
+    if items and all("bank_kv" in it for it in items):
+        batch["bank_keys"] = torch.cat([it["bank_kv"][0] for it in items], 1)
+        batch["bank_values"] = torch.cat([it["bank_kv"][1] for it in items], 1)
     return batch
 
 

@@ -35,6 +35,7 @@ class BankInfo:
     window_entries_min: int
     window_entries_mean: float
     window_entries_max: int
+    projection: dict | None = None  # K/V stored by `bank project`: {weights, runner}; None: not stored
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "path": str(self.path), "feature_shape": list(self.feature_shape)}
@@ -57,6 +58,7 @@ def bank_info(settings: BankInfoSettings) -> BankInfo:
         keyframes=len(counts), half_width=settings.half_width, causal=settings.causal,
         window_entries_min=min(counts, default=0), window_entries_mean=float(np.mean(counts)) if counts else 0.0,
         window_entries_max=max(counts, default=0),
+        projection=None if m.projection is None else m.projection.to_dict(),
     )
 
 

@@ -1,4 +1,4 @@
-"""`acar-deploy bank extract|info`: build and inspect an Actor-Context Feature Bank."""
+"""`acar-deploy bank extract|project|info`: build, project (K/V) and inspect an Actor-Context Feature Bank."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import typer
 
 from acar_deploy.cli.app import app
 from acar_deploy.cli.errors import handle_errors
-from acar_deploy.cli.options import AcarCommand, Device, Force, Format, OutputFormat
+from acar_deploy.cli.options import AcarCommand, Checkpoint, Config, Device, Force, Format, OutputFormat
 
-bank_app = typer.Typer(no_args_is_help=True, help="Actor-Context Feature Bank: extract first-order maps, inspect.")
+bank_app = typer.Typer(no_args_is_help=True, help="Actor-Context Feature Bank: extract first-order maps, store their K/V, inspect.")
 app.add_typer(bank_app, name="bank")
 
 
@@ -55,6 +55,42 @@ def extract(
                    f"({summary['resumed_videos']} kept from an interrupted run)")
 
 
+@bank_app.command(
+    "project",
+    cls=AcarCommand,
+    epilog="Examples:\n\n"
+    "  acar-deploy bank project banks/val --engine export/acfb_tiny\n\n"
+    "  acar-deploy bank project banks/val --engine engines/acfb_tiny-openvino-fp32 --force --format json\n\n"
+    "  acar-deploy bank project banks/val --checkpoint runs/bank/ckpt_4.pt",
+)
+@handle_errors
+def project(
+    bank: Annotated[Path, typer.Argument(help="Bank folder (from `acar-deploy bank extract`); K/V are stored in it.")],
+    engine: Annotated[str | None, typer.Option(
+        help="acfb export folder, ORT/OpenVINO engine folder of one, or eager:CKPT:CONFIG: runs its bank_kv part.")] = None,
+    checkpoint: Checkpoint = None,
+    config: Config = None,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="Runtime threads (0: its default).")] = 0,
+    output_format: Format = OutputFormat.text,
+    force: Annotated[bool, typer.Option("--force", help="Replace K/V projected by other weights (videos already projected by these are kept).")] = False,
+) -> None:
+    """Store every entry's bank keys and values (the bank_kv part) in the bank, per video, memory-mapped."""
+    from acar_deploy.engines.bank_projection import ProjectSettings, project_bank_kv
+    from acar_deploy.errors import InputError
+
+    if (engine is None) == (checkpoint is None):
+        raise InputError("bank project: pass exactly one of --engine DIR and --checkpoint CKPT")
+    source = engine if engine is not None else f"eager:{checkpoint}:{config or ''}"
+    result = project_bank_kv(ProjectSettings(bank=bank, engine=source, force=force, threads=threads,
+                                             progress=output_format is OutputFormat.text))
+    if output_format is OutputFormat.json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    typer.echo(f"stored K/V of {result.entries} entries in {len(result.projected)} videos of {result.bank} "
+               f"({len(result.kept)} already done) with {result.runner} ({result.weights.describe()}) "
+               f"in {result.seconds:.1f} s")
+
+
 @bank_app.command("info", cls=AcarCommand, epilog="Examples:\n\n  acar-deploy bank info banks/train --window 10 --format json")
 @handle_errors
 def info(
@@ -76,5 +112,8 @@ def info(
         f"({result.precision}, {list(result.feature_shape)}) in {result.videos} videos, {result.keyframes} keyframes\n"
         f"split {result.split} ({result.boxes}); source {result.source.get('checkpoint')} ({result.source.get('config')})\n"
         f"entries per window {span}: min {result.window_entries_min}, mean {result.window_entries_mean:.1f}, "
-        f"max {result.window_entries_max}"
+        f"max {result.window_entries_max}\n"
+        + (f"keys/values stored by {result.projection['runner']} (checkpoint sha256 "
+           f"{result.projection['weights']['checkpoint_sha256']}, depth {result.projection['weights']['depth']})"
+           if result.projection else "keys/values not stored (acar-deploy bank project)")
     )

@@ -257,13 +257,20 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
     from acar_deploy.bank.dataset import open_bank_for, with_bank
 
     bank = open_bank_for(settings.bank, config, settings.split) if settings.bank is not None else None
-    dataset, collate = with_bank(dataset, config, bank)
 
     from acar_deploy.engines.runners.base import RunnerOptions
     from acar_deploy.engines.runners.open import open_runner
     from acar_deploy.formats import verify_folder
 
     verify_folder(settings.engine)
+    if bank is not None and bank.has_kv and not str(settings.engine).startswith("eager"):
+        # the engine reads the K/V stored in the bank (refused when other weights projected them);
+        # eager, the reference, projects them from the entries on the fly
+        from acar_deploy.engines.bank_projection import projection_weights
+
+        bank.use_stored_kv(projection_weights(settings.engine))
+        bank.check_arrays()
+    dataset, collate = with_bank(dataset, config, bank)
     if not str(settings.engine).startswith("eager"):
         from acar_deploy.engines.compat import check_engine_fits
 
@@ -281,7 +288,7 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
 
     with eager, engine, progress_bar(progress) as bar:
         task = bar.add_task("parity (eager, then engine)", total=2 * len(dataset))
-        ref_boxes = predict_split(eager, dataset, progress=lambda: bar.advance(task), collate=collate)
+        ref_boxes = predict_split(eager, dataset, progress=lambda: bar.advance(task), collate=collate, stored_kv=False)
         out_boxes = predict_split(engine, dataset, progress=lambda: bar.advance(task), collate=collate)
     ref, out = _RunOutputs.of(ref_boxes), _RunOutputs.of(out_boxes)
     pred_eager = _prediction_rows(ref_boxes, model_classes)
@@ -313,7 +320,8 @@ def check_parity(settings: ParitySettings, progress: bool = True) -> ParityRepor
         failures=tuple(gate_failures(thresholds, diffs, map_eager, map_engine, top1)),
         metadata={"engine": to_jsonable(engine.metadata), "eager": to_jsonable(eager.metadata),
                   "checkpoint": None if settings.checkpoint is None else str(settings.checkpoint),
-                  "config": config.name},
+                  "config": config.name,
+                  "bank_kv": None if bank is None else "stored in the bank" if bank.stored_kv else "projected"},
     )
     if settings.out is not None:
         write_parity_report(report, Path(settings.out), force=settings.force,

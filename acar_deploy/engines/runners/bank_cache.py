@@ -4,6 +4,7 @@ K and V depend only on a bank entry and the weights. Consecutive keyframes of a 
 their 2w + 1 window seconds, so a runner keeps the K/V of the previous window's entries (keyed by
 the entry's bytes) and runs the `bank_kv` graph only on entries it has not seen: each entry is
 projected once while it stays in the window instead of once per keyframe. Memory stays one window.
+K/V stored in the bank by `acar-deploy bank project` (fed as `bank_keys`/`bank_values`) bypass it.
 """
 
 from __future__ import annotations

@@ -101,6 +101,21 @@ def check_bank(entries: np.ndarray, window: np.ndarray, rois: np.ndarray) -> tup
     return entries, window
 
 
+def check_bank_kv(keys: np.ndarray, values: np.ndarray, window: np.ndarray,
+                  rois: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """bank_keys, bank_values [depth, M, C, h, w] (float32 after this, e.g. from an fp16 bank) and bank_window [R, M]."""
+    keys = np.ascontiguousarray(keys, dtype=np.float32)
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    window = np.ascontiguousarray(window)
+    if keys.ndim != 5 or values.shape != keys.shape:
+        raise InputError(f"bank_keys {list(keys.shape)} / bank_values {list(values.shape)}: expected two equal "
+                         "[depth, M, C, h, w] arrays (the bank_kv part's outputs)")
+    if window.dtype != np.bool_ or window.shape != (rois.shape[0], keys.shape[1]):
+        raise InputError(f"bank_window is {window.dtype} {list(window.shape)}; expected bool "
+                         f"[R, M] = {[rois.shape[0], keys.shape[1]]}")
+    return keys, values, window
+
+
 class Runner:
     """Base class: activate/close (also a context manager), infer, timings, metadata."""
 
@@ -165,21 +180,36 @@ class Runner:
         """True when `infer` takes an acfb model's feature-bank window (`bank_entries`, `bank_window`)."""
         return type(self)._infer_bank is not Runner._infer_bank
 
+    @property
+    def supports_stored_kv(self) -> bool:
+        """True when `infer` takes precomputed `bank_keys` / `bank_values` (K/V stored in the bank) and
+        `project_bank` runs the bank_kv part alone."""
+        return self.supports_bank and type(self)._infer_bank_projected is not Runner._infer_bank_projected
+
     # --- inference -----------------------------------------------------------------------------
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`{"clips", "rois"}` -> `{"logits", "scores"}`; an acfb model also takes its bank window:
-        `bank_entries` [M, C, h, w] and `bank_window` [R, M] (bool: which entries each box attends)."""
+        `bank_entries` [M, C, h, w] and `bank_window` [R, M] (bool: which entries each box attends), or
+        instead of the entries their precomputed `bank_keys`, `bank_values` [depth, M, C, h, w] (the
+        K/V stored by `acar-deploy bank project`; the bank_kv part is then skipped)."""
         self.activate()
         clips, rois = check_feeds(feeds)
-        bank = "bank_entries" in feeds
+        projected = "bank_keys" in feeds or "bank_values" in feeds
+        bank = "bank_entries" in feeds or projected
         if bank and not self.supports_bank:
             raise InputError(f"{self.name}: this runner cannot run a feature-bank (acfb) model; use the eager runner "
                              "or ONNX Runtime on an acfb export folder")
+        if projected and not self.supports_stored_kv:
+            raise InputError(f"{self.name}: this runner cannot take precomputed bank_keys/bank_values; "
+                             "feed bank_entries instead")
         start = time.perf_counter()
         if rois.shape[0] == 0:
             # No box in any clip: neither graph runs (TensorRT profiles need R >= 1; nothing to score).
             self.last_stage_times = {}
             outputs = {"logits": np.zeros((0, self.num_classes), np.float32)}
+        elif projected:
+            outputs = self._infer_bank_projected(clips, rois, *check_bank_kv(
+                feeds.get("bank_keys"), feeds.get("bank_values"), feeds.get("bank_window"), rois))
         elif bank:
             outputs = self._infer_bank(clips, rois, *check_bank(feeds["bank_entries"], feeds.get("bank_window"), rois))
         elif self.split:
@@ -187,6 +217,20 @@ class Runner:
         else:
             outputs = self._infer_fused(clips, rois)
         return self._finish(outputs, start)
+
+    def project_bank(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bank entries [M, C, h, w] -> keys, values [depth, M, C, h, w] float32: the bank_kv part alone."""
+        if not self.supports_stored_kv:
+            raise InputError(f"{self.name}: this runner has no bank_kv part to run; use an acfb export folder, "
+                             "an ORT/OpenVINO engine folder of one, or eager with an acfb checkpoint")
+        self.activate()
+        entries = np.ascontiguousarray(entries, dtype=np.float32)
+        if not entries.flags.writeable:  # a memory-mapped bank slice: torch wants its own copy
+            entries = entries.copy()
+        if entries.ndim != 4:
+            raise InputError(f"bank_entries has shape {list(entries.shape)}; expected [M, C, h, w]")
+        keys, values = self._project_bank(entries)
+        return np.asarray(keys, np.float32), np.asarray(values, np.float32)
 
     def infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
         """context [B, C, h, w] + rois [R, 5] -> `{"logits", "scores"}` (for head-only latency)."""
@@ -223,6 +267,13 @@ class Runner:
 
     def _infer_bank(self, clips: np.ndarray, rois: np.ndarray, entries: np.ndarray,
                     window: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _infer_bank_projected(self, clips: np.ndarray, rois: np.ndarray, keys: np.ndarray, values: np.ndarray,
+                              window: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _project_bank(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def _infer_fused(self, clips: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:

@@ -25,6 +25,10 @@ class EagerRunner(Runner):
         self.options = options
         self.metadata.update({"provider": "eager", "device": options.device or "cpu"})
 
+    @property
+    def supports_stored_kv(self) -> bool:
+        return hasattr(self.model.head, "project_bank")  # an acfb head
+
     @classmethod
     def from_checkpoint(
         cls, checkpoint: str | Path | None, config: str | Path | None = None, options: RunnerOptions = RunnerOptions()
@@ -91,6 +95,26 @@ class EagerRunner(Runner):
             logits = self._stage(stages, "head", self.model.head, context, rois_t, *bank)
         self.last_stage_times = stages
         return {"logits": logits.float().cpu().numpy()}
+
+    def _infer_bank_projected(self, clips: np.ndarray, rois: np.ndarray, keys: np.ndarray, values: np.ndarray,
+                              window: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        stages: dict[str, float] = {}
+        with torch.inference_mode():
+            clips_t, rois_t = self._to_device(clips, rois)
+            bank = [torch.from_numpy(a).to(self._device) for a in (keys, values, window)]
+            context = self._stage(stages, "backbone", self.model.context, clips_t)
+            logits = self._stage(stages, "head", self.model.head.forward_projected, context, rois_t, *bank)
+        self.last_stage_times = stages
+        return {"logits": logits.float().cpu().numpy()}
+
+    def _project_bank(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            keys, values = self.model.head.project_bank(torch.from_numpy(entries).to(self._device))
+        return keys.float().cpu().numpy(), values.float().cpu().numpy()
 
     def _infer_head(self, context: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
         import torch

@@ -71,6 +71,17 @@ class GraphPartRunner(Runner):
         stages: dict[str, float] = {}
         context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
         keys, values = timed(stages, "bank_kv", self.bank_cache.keys_values, entries, self._project_bank)
+        return self._bank_head(stages, context, rois, keys, values, window)
+
+    def _infer_bank_projected(self, clips: np.ndarray, rois: np.ndarray, keys: np.ndarray, values: np.ndarray,
+                              window: np.ndarray) -> dict[str, np.ndarray]:
+        """backbone -> bank_head on K/V stored in the bank: bank_kv does not run."""
+        stages: dict[str, float] = {}
+        context = timed(stages, "backbone", self._run, "backbone", {"clips": clips})["context"]
+        return self._bank_head(stages, context, rois, keys, values, window)
+
+    def _bank_head(self, stages: dict[str, float], context: np.ndarray, rois: np.ndarray, keys: np.ndarray,
+                   values: np.ndarray, window: np.ndarray) -> dict[str, np.ndarray]:
         feeds = {"context": context, "rois": rois, "bank_keys": keys, "bank_values": values, "bank_window": window}
         outputs = timed(stages, "head", self._run, "bank_head", feeds)
         self.last_stage_times = stages

@@ -122,3 +122,11 @@ class OpenVinoRunner(GraphPartRunner):
             entries = np.zeros((1, *entries.shape[1:]), np.float32)
             window = np.zeros((rois.shape[0], 1), bool)
         return super()._infer_bank(clips, rois, entries, window)
+
+    def _infer_bank_projected(self, clips: np.ndarray, rois: np.ndarray, keys: np.ndarray, values: np.ndarray,
+                              window: np.ndarray) -> dict[str, np.ndarray]:
+        """Stored K/V; an empty window becomes one all-masked zero key/value (see `_infer_bank`)."""
+        if keys.shape[1] == 0:
+            keys = values = np.zeros((keys.shape[0], 1, *keys.shape[2:]), np.float32)
+            window = np.zeros((rois.shape[0], 1), bool)
+        return super()._infer_bank_projected(clips, rois, keys, values, window)
