@@ -3,6 +3,8 @@ per entry = on the fly), the ORT runner's per-entry K/V cache, parity with a ban
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -308,20 +310,18 @@ def test_ort_fp16_engine_of_an_acfb_export_equals_eager_within_fp16_rounding(acf
     assert largest > 1e-6
 
 
-def test_trt_runner_bank_path_with_onnx_runtime_standing_in_for_tensorrt(acfb_export, tmp_path, monkeypatch):
-    """TrtRunner's bank plumbing on a CPU: feed names = the bank parts' inputs, K/V projected once per entry
-    and kept as tensors, M = 0 as one masked entry (profiles start at 1), logits = eager. Each part runs
-    in ONNX Runtime instead of a TensorRT plan and CUDA is replaced: TensorRT itself is NOT executed."""
+@pytest.fixture
+def trt_standin(acfb_export, tmp_path, monkeypatch):
+    """An ORT engine folder of the export relabelled `trt`, with TrtRunner's device plumbing replaced:
+    each part runs in ONNX Runtime instead of a TensorRT plan and CPU tensors stand in for CUDA ones, so
+    TensorRT itself is NOT executed. Returns the folder and `runs`: (part, input shapes) per execution."""
     import json
 
     from acar_deploy.engines.build import build_engine
-    from acar_deploy.engines.runners.eager import EagerRunner
     from acar_deploy.engines.runners.trt import TrtRunner
     from acar_deploy.engines.settings import BuildSettings
-    from acar_deploy.export.specs import make_spec, random_bank_entries, random_rois
-    from acar_deploy.formats import ExportManifest
 
-    _, _, _, acfb, _, export = acfb_export
+    _, _, _, _, _, export = acfb_export
     folder = build_engine(BuildSettings(export_dir=export, out_dir=tmp_path / "engine"), progress=False).path
     record = json.loads((folder / "engine.json").read_text())
     (folder / "engine.json").write_text(json.dumps({**record, "runtime": "trt"}))
@@ -347,12 +347,30 @@ def test_trt_runner_bank_path_with_onnx_runtime_standing_in_for_tensorrt(acfb_ex
     monkeypatch.setattr(TrtRunner, "_execute", execute)
     monkeypatch.setattr(TrtRunner, "_timed_run", timed_run)
     monkeypatch.setattr(TrtRunner, "_to_device", staticmethod(lambda array: torch.from_numpy(np.array(array))))
+    return folder, runs
+
+
+def _trt_feeds(export, seed):
+    from acar_deploy.export.specs import make_spec, random_bank_entries, random_rois
+    from acar_deploy.formats import ExportManifest
 
     geometry = ExportManifest.load(export).geometry()
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     clips = make_spec("backbone", geometry).example_inputs(rng, 1, 1)["clips"]
     bank = random_bank_entries(rng, 8, (geometry.bank.channels, *geometry.bank.size))
-    rois = random_rois(rng, 3, 1)
+    return clips, random_rois(rng, 3, 1), bank
+
+
+def test_trt_runner_bank_path_with_onnx_runtime_standing_in_for_tensorrt(acfb_export, trt_standin):
+    """TrtRunner's bank plumbing on a CPU: feed names = the bank parts' inputs, K/V projected once per entry
+    and kept as tensors, M = 0 as one masked entry (profiles start at 1), logits = eager. Each part runs
+    in ONNX Runtime instead of a TensorRT plan and CUDA is replaced: TensorRT itself is NOT executed."""
+    from acar_deploy.engines.runners.eager import EagerRunner
+    from acar_deploy.engines.runners.trt import TrtRunner
+
+    _, _, _, acfb, _, export = acfb_export
+    folder, runs = trt_standin
+    clips, rois, bank = _trt_feeds(export, 5)
     with TrtRunner(folder) as runner, EagerRunner(acfb) as eager:
         assert runner.supports_bank and not runner.supports_head_only
         for lo, hi in ((0, 6), (2, 8), (0, 0)):
@@ -365,3 +383,62 @@ def test_trt_runner_bank_path_with_onnx_runtime_standing_in_for_tensorrt(acfb_ex
         assert runs[-1][1]["bank_window"] == (3, 1)
         with pytest.raises(InputError, match="bank window"):
             runner.infer({"clips": clips, "rois": rois})
+
+
+def test_trt_runner_stored_kv_with_onnx_runtime_standing_in_for_tensorrt(acfb_export, trt_standin, tmp_path,
+                                                                        monkeypatch):
+    """TrtRunner fed K/V stored in the bank (`bank_keys`/`bank_values`): bank_kv never runs (its device
+    projection raises and no bank_kv execution is recorded), M = 0 as one masked key/value, logits = eager
+    `ACFBHead.forward` on the entries (K/V on the fly) to 1e-4. Its `project_bank` (bank_kv alone, host to
+    host) = eager `project_bank`, and `bank project` with the folder stores them. TensorRT is NOT executed."""
+    from acar_deploy.engines.bank_projection import ProjectSettings, project_bank_kv
+    from acar_deploy.engines.runners.eager import EagerRunner
+    from acar_deploy.engines.runners.trt import TrtRunner
+    from acar_deploy.formats import ExportManifest
+    from acar_deploy.formats.bank import BankManifest, ProjectionWeights, open_video_arrays
+
+    _, _, val_bank, acfb, _, export = acfb_export
+    folder, runs = trt_standin
+    clips, rois, bank = _trt_feeds(export, 6)
+    with torch.no_grad():
+        keys, values = (t.numpy() for t in acfb.head.project_bank(torch.from_numpy(bank)))
+    with TrtRunner(folder) as runner, EagerRunner(acfb) as eager:
+        assert runner.supports_stored_kv
+        got_keys, got_values = runner.project_bank(bank)
+        np.testing.assert_allclose(got_keys, keys, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(got_values, values, atol=1e-4, rtol=1e-4)
+        assert runner.project_bank(bank[:0])[0].shape == (2, 0, *bank.shape[1:])
+        del runs[:]
+        monkeypatch.setattr(TrtRunner, "_project_bank_on_device",
+                            lambda self, entries: (_ for _ in ()).throw(AssertionError("bank_kv ran")))
+        half = np.ones((3, 8), bool)
+        half[0, ::2] = False  # box 0 sees every other entry only
+        logits = {}
+        for lo, hi, mask in ((0, 6, np.ones((3, 6), bool)), (0, 8, half), (0, 0, np.ones((3, 0), bool))):
+            stored = {"clips": clips, "rois": rois, "bank_keys": keys[:, lo:hi], "bank_values": values[:, lo:hi],
+                      "bank_window": mask}
+            entries = {"clips": clips, "rois": rois, "bank_entries": bank[lo:hi], "bank_window": mask}
+            logits[hi] = runner.infer(stored)["logits"]
+            np.testing.assert_allclose(logits[hi], eager.infer(entries)["logits"], atol=1e-4, rtol=1e-4)
+            assert set(runner.last_stage_times) == {"h2d", "backbone", "head", "d2h", "wall"}
+        assert np.abs(logits[8] - logits[0]).max() > 1e-3  # the stored K/V move the logits
+        assert [part for part, _ in runs] == ["backbone", "bank_head"] * 3 and runner.bank_cache.projected == 0
+        assert [shapes["bank_keys"][1] for part, shapes in runs if part == "bank_head"] == [6, 8, 1]
+        assert runs[-1][1]["bank_window"] == (3, 1) and runs[-1][1]["bank_values"] == (2, 1, *bank.shape[1:])
+
+    # `bank project --engine` a TensorRT engine folder: stored = eager project_bank (fp16 bank: one rounding)
+    shutil.copytree(val_bank, tmp_path / "bank")
+    result = project_bank_kv(ProjectSettings(bank=tmp_path / "bank", engine=str(folder), progress=False))
+    manifest = BankManifest.load(tmp_path / "bank")
+    assert result.runner.startswith("trt-fp32:") and result.entries == manifest.entries > 0
+    assert manifest.projection.weights == ProjectionWeights.of_export(ExportManifest.load(export))
+    from acar_deploy.bank.window import FeatureBank
+
+    reader = FeatureBank(tmp_path / "bank")
+    assert reader.use_stored_kv(manifest.projection.weights)
+    for video in manifest.videos:
+        features, _ = open_video_arrays(tmp_path / "bank", manifest, video.video_id)
+        with torch.no_grad():
+            ref = acfb.head.project_bank(torch.from_numpy(np.array(features, np.float32)))[0].numpy()
+        stored_keys = np.asarray(reader.kv_arrays(video.video_id)[0], np.float32)
+        np.testing.assert_allclose(stored_keys, ref, atol=1e-4, rtol=2 ** -10)

@@ -258,7 +258,8 @@ class TrtRunner(Runner):
     """Runs a TensorRT engine folder on the current CUDA device; `cuda_graph=True` replays captured graphs.
 
     An acfb engine (backbone, bank_kv, bank_head) runs backbone -> bank_kv on the entries new to the
-    window -> bank_head, with K/V kept on the GPU per entry (`DeviceBankProjectionCache`).
+    window -> bank_head, with K/V kept on the GPU per entry (`DeviceBankProjectionCache`); fed the K/V
+    stored in the bank (`bank_keys`, `bank_values`) it copies them to the GPU and skips bank_kv.
     """
 
     def __init__(self, path: str | Path, options: RunnerOptions = RunnerOptions()):
@@ -430,11 +431,27 @@ class TrtRunner(Runner):
         self.last_stage_times = {**times, "wall": time.perf_counter() - start}
         return {n: t.numpy() for n, t in outputs.items()}
 
-    def _project_bank(self, entries: np.ndarray) -> tuple[Any, Any]:
+    def _project_bank_on_device(self, entries: np.ndarray) -> tuple[Any, Any]:
         """bank_kv on new entries (host) -> keys, values on the GPU; cloned, since a captured CUDA
         graph's outputs are overwritten by its next replay."""
         outputs = self._execute("bank_kv", {"bank_entries": self._to_device(entries)})
         return outputs["bank_keys"].clone(), outputs["bank_values"].clone()
+
+    def _project_bank(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """bank_kv alone, host to host (`Runner.project_bank`, e.g. `bank project` with a TensorRT engine).
+        M = 0 runs one zero entry (profiles start at M = 1) and returns its K/V sliced to none."""
+        count = entries.shape[0]
+        if count == 0:
+            entries = np.zeros((1, *entries.shape[1:]), np.float32)
+
+        def d2h(outputs: dict[str, Any]) -> dict[str, Any]:
+            return {n: outputs[n].float().to("cpu", non_blocking=True) for n in ("bank_keys", "bank_values")}
+
+        start = time.perf_counter()
+        outputs, times = self._timed_run([("h2d", lambda _: {"bank_entries": self._to_device(entries)}),
+                                          ("bank_kv", lambda dev: self._execute("bank_kv", dev)), ("d2h", d2h)])
+        self.last_stage_times = {**times, "wall": time.perf_counter() - start}
+        return outputs["bank_keys"].numpy()[:, :count], outputs["bank_values"].numpy()[:, :count]
 
     def _infer_bank(self, clips: np.ndarray, rois: np.ndarray, entries: np.ndarray,
                     window: np.ndarray) -> dict[str, np.ndarray]:
@@ -444,11 +461,30 @@ class TrtRunner(Runner):
             # message that an empty window gives (as the OpenVINO runner does).
             entries = np.zeros((1, *entries.shape[1:]), np.float32)
             window = np.zeros((rois.shape[0], 1), bool)
+        return self._run_bank_head(clips, rois, window, None,
+                                   lambda: self.bank_cache.keys_values(entries, self._project_bank_on_device))
+
+    def _infer_bank_projected(self, clips: np.ndarray, rois: np.ndarray, keys: np.ndarray, values: np.ndarray,
+                              window: np.ndarray) -> dict[str, np.ndarray]:
+        """backbone -> bank_head on K/V stored in the bank, copied to the GPU with the clips: bank_kv does
+        not run. An empty window becomes one all-masked zero key/value (see `_infer_bank`)."""
+        if keys.shape[1] == 0:
+            keys = values = np.zeros((keys.shape[0], 1, *keys.shape[2:]), np.float32)
+            window = np.zeros((rois.shape[0], 1), bool)
+        return self._run_bank_head(clips, rois, window, (keys, values), None)
+
+    def _run_bank_head(self, clips: np.ndarray, rois: np.ndarray, window: np.ndarray,
+                       stored: tuple[np.ndarray, np.ndarray] | None,
+                       project: Callable[[], tuple[Any, Any]] | None) -> dict[str, np.ndarray]:
+        """h2d -> backbone -> bank_kv (`project()`: device K/V) -> bank_head -> d2h, timed with CUDA events;
+        with `stored` host K/V instead, they go to the GPU in h2d and there is no bank_kv stage."""
         state: dict[str, Any] = {}
 
         def h2d(_: Any) -> dict[str, Any]:
             dev = self._h2d(clips, rois)
             dev["bank_window"] = self._to_device(window)
+            if stored is not None:
+                dev["bank_keys"], dev["bank_values"] = self._to_device(stored[0]), self._to_device(stored[1])
             return dev
 
         def backbone(dev: dict[str, Any]) -> Any:
@@ -457,14 +493,17 @@ class TrtRunner(Runner):
 
         def bank_kv(context: Any) -> tuple[Any, Any]:
             state["context"] = context
-            return self.bank_cache.keys_values(entries, self._project_bank)
+            return project() if project is not None else (state["bank_keys"], state["bank_values"])
 
         def head(kv: tuple[Any, Any]) -> dict[str, Any]:
             return self._execute("bank_head", {"context": state["context"], "rois": state["rois"], "bank_keys": kv[0],
                                                "bank_values": kv[1], "bank_window": state["bank_window"]})
 
+        if project is None:
+            stages = [("h2d", h2d), ("backbone", backbone), ("head", lambda context: head(bank_kv(context)))]
+        else:
+            stages = [("h2d", h2d), ("backbone", backbone), ("bank_kv", bank_kv), ("head", head)]
         start = time.perf_counter()
-        outputs, times = self._timed_run([("h2d", h2d), ("backbone", backbone), ("bank_kv", bank_kv), ("head", head),
-                                          ("d2h", self._d2h)])
+        outputs, times = self._timed_run([*stages, ("d2h", self._d2h)])
         self.last_stage_times = {**times, "wall": time.perf_counter() - start}
         return {n: t.numpy() for n, t in outputs.items()}
