@@ -5,7 +5,11 @@ K/V of other weights are refused, banks without K/V (and version-1 banks) still 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,3 +296,54 @@ def test_cli_bank_project_and_info(kv_setup, tmp_path):
     assert result.exit_code == 2 and "exactly one of --engine" in result.output
     result = CliRunner().invoke(app, ["bank", "info", str(bank), "--format", "json"])
     assert json.loads(result.output)["projection"]["weights"]["checkpoint_sha256"] == summary["weights"]["checkpoint_sha256"]
+
+
+def test_sharded_projection_takes_every_other_video_and_rank_0_writes_the_manifest(kv_setup, tmp_path, monkeypatch):
+    """Rank 1 of 2 (barrier and gather of the process group stubbed out): projects videos 1, 3, ... only
+    and leaves bank.json to rank 0."""
+    from acar_deploy.engines import bank_projection
+    from acar_deploy.formats.bank import BankManifest, kv_dir, stored_kv_record
+
+    _, _, banks, _, ckpts = kv_setup
+    bank = _fresh(banks["fp16"], tmp_path)
+    videos = [v.video_id for v in BankManifest.load(bank).videos]
+    assert len(videos) == 2
+    gathered = []
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(bank_projection, "barrier", lambda world: None)
+    monkeypatch.setattr(bank_projection, "gather", lambda value, world: gathered.append(value) or [value])
+    result = _project(bank, f"eager:{ckpts['A']}:")
+    assert gathered == [([videos[1]], [], BankManifest.load(bank).videos[1].entries)]
+    assert result.projected == [videos[1]] and result.processes == 2
+    assert stored_kv_record(bank, videos[1]) is not None and not kv_dir(bank, videos[0]).exists()
+    assert BankManifest.load(bank).projection is None  # rank 0 writes it
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun smoke test on Linux CI only")
+def test_torchrun_two_gloo_processes_store_the_same_kv(kv_setup, tmp_path):
+    """`bank project` under torchrun (2 gloo processes, one video each) = one process: the same kv.json per
+    video (keys/values sha256, weights) and the same bank.json projection; rank 0's summary counts both."""
+    from acar_deploy.formats.bank import BankManifest, stored_kv_record
+
+    _, _, banks, _, ckpts = kv_setup
+    single = _fresh(banks["fp16"], tmp_path, "single")
+    threads = torch.get_num_threads()
+    try:
+        one = _project(single, f"eager:{ckpts['A']}:", threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    sharded = _fresh(banks["fp16"], tmp_path, "sharded")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "acar_deploy", "bank", "project", str(sharded),
+         "--checkpoint", str(ckpts["A"]), "--threads", "1", "--format", "json"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)  # rank 0 only
+    assert summary["processes"] == 2 and summary["projected_videos"] == len(one.projected) == 2
+    assert summary["entries_projected"] == one.entries > 0
+    videos = [v.video_id for v in BankManifest.load(single).videos]
+    assert [stored_kv_record(sharded, v) for v in videos] == [stored_kv_record(single, v) for v in videos]
+    assert BankManifest.load(sharded) == BankManifest.load(single)

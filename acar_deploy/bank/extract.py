@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from acar_deploy.artifacts import check_output_path, remove_stale_temporaries, sha256_file, swap_into_place
+from acar_deploy.bank.process_group import barrier, rank_world
 from acar_deploy.errors import InputError, OutputExistsError
 from acar_deploy.formats.bank import (
     FEATURES_NAME,
@@ -62,19 +63,6 @@ def staging_dir(out: Path) -> Path:
     return out.with_name(f".{out.name}.partial")
 
 
-def _rank_world() -> tuple[int, int]:
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        dist.barrier()
-
-
 def extract_bank(settings: ExtractSettings, on_video: Callable[[str], None] | None = None) -> ExtractResult:
     """Run the extraction; `on_video(video_id)` is called after each video commits."""
     import torch
@@ -90,10 +78,10 @@ def extract_bank(settings: ExtractSettings, on_video: Callable[[str], None] | No
         raise InputError(f"--precision {settings.precision!r}: must be fp16 or fp32")
     out = check_output_path(settings.out, "folder")  # a file in the way: one line before any work
     staging = staging_dir(out)
-    rank, world = _rank_world()
+    rank, world = rank_world()
     if rank == 0:
         remove_stale_temporaries(out)  # a run killed between the two renames of `swap_into_place` (the staging stays)
-    _barrier(world)
+    barrier(world)
     if out.exists() and not settings.force:
         raise OutputExistsError(f"{out} already exists: pass --force to replace it")
 
@@ -137,7 +125,7 @@ def extract_bank(settings: ExtractSettings, on_video: Callable[[str], None] | No
     )
     if rank == 0:
         _prepare_staging(staging, started, settings)
-    _barrier(world)
+    barrier(world)
 
     mine = video_ids[rank::world]
     committed = {v for v in mine if (video_dir(staging, v) / VIDEO_RECORD_NAME).exists()}
@@ -152,7 +140,7 @@ def extract_bank(settings: ExtractSettings, on_video: Callable[[str], None] | No
             progress.advance(task)
             if on_video is not None:
                 on_video(vid)
-    _barrier(world)
+    barrier(world)
     if rank == 0:
         records = tuple(BankVideo.load(video_dir(staging, v) / VIDEO_RECORD_NAME) for v in video_ids)
         manifest = BankManifest(**{**started.__dict__, "videos": records})
@@ -160,7 +148,7 @@ def extract_bank(settings: ExtractSettings, on_video: Callable[[str], None] | No
         swap_into_place(staging, out)
     else:
         manifest = started
-    _barrier(world)
+    barrier(world)
     if rank != 0:
         manifest = BankManifest.load(out)
     return ExtractResult(out, manifest, extracted, sorted(committed))

@@ -61,20 +61,23 @@ def extract(
     epilog="Examples:\n\n"
     "  acar-deploy bank project banks/val --engine export/acfb_tiny\n\n"
     "  acar-deploy bank project banks/val --engine engines/acfb_tiny-openvino-fp32 --force --format json\n\n"
-    "  acar-deploy bank project banks/val --checkpoint runs/bank/ckpt_4.pt",
+    "  acar-deploy bank project banks/val --checkpoint runs/bank/ckpt_4.pt\n\n"
+    "  torchrun --nproc-per-node 2 -m acar_deploy bank project BANK --engine export/acfb_tiny --threads 1",
 )
 @handle_errors
 def project(
     bank: Annotated[Path, typer.Argument(help="Bank folder (from `acar-deploy bank extract`); K/V are stored in it.")],
     engine: Annotated[str | None, typer.Option(
-        help="acfb export folder, ORT/OpenVINO engine folder of one, or eager:CKPT:CONFIG: runs its bank_kv part.")] = None,
+        help="acfb export folder, ORT/OpenVINO/TensorRT engine folder of one, or eager:CKPT:CONFIG: runs its "
+             "bank_kv part.")] = None,
     checkpoint: Checkpoint = None,
     config: Config = None,
     threads: Annotated[int, typer.Option("--threads", min=0, help="Runtime threads (0: its default).")] = 0,
     output_format: Format = OutputFormat.text,
     force: Annotated[bool, typer.Option("--force", help="Replace K/V projected by other weights (videos already projected by these are kept).")] = False,
 ) -> None:
-    """Store every entry's bank keys and values (the bank_kv part) in the bank, per video, memory-mapped."""
+    """Store every entry's bank keys and values (the bank_kv part) in the bank, per video, memory-mapped
+    (under torchrun the videos are split across the processes)."""
     from acar_deploy.engines.bank_projection import ProjectSettings, project_bank_kv
     from acar_deploy.errors import InputError
 
@@ -83,12 +86,14 @@ def project(
     source = engine if engine is not None else f"eager:{checkpoint}:{config or ''}"
     result = project_bank_kv(ProjectSettings(bank=bank, engine=source, force=force, threads=threads,
                                              progress=output_format is OutputFormat.text))
+    if int(os.environ.get("RANK", "0")) != 0:  # other processes of a torchrun group stay quiet
+        return
     if output_format is OutputFormat.json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     typer.echo(f"stored K/V of {result.entries} entries in {len(result.projected)} videos of {result.bank} "
                f"({len(result.kept)} already done) with {result.runner} ({result.weights.describe()}) "
-               f"in {result.seconds:.1f} s")
+               f"in {result.seconds:.1f} s" + (f" ({result.processes} processes)" if result.processes > 1 else ""))
 
 
 @bank_app.command("info", cls=AcarCommand, epilog="Examples:\n\n  acar-deploy bank info banks/train --window 10 --format json")

@@ -6,7 +6,9 @@ the deploy path projects them once per bank entry, ahead of time, with the runne
 video's `kv/` folder is built in a temporary folder and renamed into place when complete (a killed
 run leaves every video with its old K/V, none, or the new complete K/V); a rerun keeps the videos
 whose K/V are of the same weights and match their recorded sha256. `bank.json` names the weights
-once every video is done, and readers check them against their own model.
+once every video is done, and readers check them against their own model. Under torchrun the
+videos are split by rank (r, r + world, ...) as `bank extract` does; rank 0 writes `bank.json`'s
+projection after a barrier, once every process has finished its videos.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from acar_deploy.artifacts import atomic_dir, remove_stale_temporaries, sha256_file
+from acar_deploy.bank.process_group import barrier, gather, rank_world
 from acar_deploy.engines.runners.base import Runner, RunnerOptions
 from acar_deploy.errors import InputError
 from acar_deploy.formats import verify_folder
@@ -56,15 +59,17 @@ class ProjectResult:
     bank: Path
     weights: ProjectionWeights
     runner: str
-    projected: list[str]  # videos whose K/V this run wrote
+    projected: list[str]  # videos whose K/V this run wrote (all processes of a torchrun group)
     kept: list[str]  # videos that already held intact K/V of these weights (sha256 checked)
     entries: int  # entries projected by this run
     seconds: float
+    processes: int = 1  # torchrun's WORLD_SIZE
 
     def to_dict(self) -> dict:
         return {"bank": str(self.bank), "weights": self.weights.to_dict(), "runner": self.runner,
                 "projected_videos": len(self.projected), "kept_videos": len(self.kept),
-                "entries_projected": self.entries, "seconds": round(self.seconds, 3)}
+                "entries_projected": self.entries, "seconds": round(self.seconds, 3),
+                "processes": self.processes}
 
 
 def eager_projection_weights(checkpoint: str | Path | None, model_config) -> ProjectionWeights:
@@ -105,14 +110,18 @@ def _check_fits(runner: Runner, manifest: BankManifest, bank: Path, weights: Pro
 
 
 def project_bank_kv(settings: ProjectSettings, on_video: Callable[[str], None] | None = None) -> ProjectResult:
-    """Run bank_kv over every entry of every video and store keys/values per video; `on_video(id)` after each."""
+    """Run bank_kv over every entry of every video and store keys/values per video; `on_video(id)` after each.
+
+    Under torchrun each process takes the videos rank, rank + world, ...; the result counts all of them."""
     from acar_deploy.engines.runners.open import open_runner
     from acar_deploy.progress import progress_bar
 
     if settings.batch < 1:
         raise InputError(f"--batch {settings.batch}: needs 1 or more entries per call")
     bank = Path(settings.bank)
-    manifest = BankManifest.load(bank)
+    manifest = BankManifest.load(bank)  # every process reads it before rank 0 rewrites it (after the barrier)
+    rank, world = rank_world()
+    mine = manifest.videos[rank::world]
     runner = open_runner(settings.engine, RunnerOptions(threads=settings.threads))
     start = time.perf_counter()
     projected: list[str] = []
@@ -121,15 +130,17 @@ def project_bank_kv(settings: ProjectSettings, on_video: Callable[[str], None] |
     with runner, progress_bar(settings.progress) as bar:
         if not runner.supports_stored_kv:
             raise InputError(f"{settings.engine}: this model has no bank_kv part (not an acfb head); project with an "
-                             "acfb export folder, an ORT/OpenVINO engine of one, or --checkpoint of an acfb model")
+                             "acfb export folder, an ORT/OpenVINO/TensorRT engine of one, or --checkpoint of an acfb "
+                             "model")
         weights = projection_weights(settings.engine, runner)
         previous = manifest.projection
         if previous is not None and previous.weights != weights and not settings.force:
             raise InputError(f"{bank / MANIFEST_NAME}: field 'projection.weights' ({previous.weights.describe()}) is "
                              f"not {runner.name}'s ({weights.describe()}); pass --force to replace the stored K/V")
         _check_fits(runner, manifest, bank, weights, settings.engine)
-        task = bar.add_task(f"bank project ({runner.name})", total=manifest.entries)
-        for video in manifest.videos:
+        label = f"bank project ({runner.name})" + (f" [rank {rank}/{world}]" if world > 1 else "")
+        task = bar.add_task(label, total=sum(video.entries for video in mine))
+        for video in mine:
             folder = kv_dir(bank, video.video_id)
             remove_stale_temporaries(folder)  # a killed run's half-written kv folder
             record = stored_kv_record(bank, video.video_id)
@@ -139,29 +150,48 @@ def project_bank_kv(settings: ProjectSettings, on_video: Callable[[str], None] |
                 kept.append(video.video_id)  # done by an interrupted run (or an earlier one) with these weights
                 bar.advance(task, video.entries)
                 continue
-            features, _ = open_video_arrays(bank, manifest, video.video_id)
-            with atomic_dir(folder, force=True) as tmp:
-                keys, values = create_kv_arrays(tmp, manifest, weights.depth, len(features))
-                for lo in range(0, len(features), settings.batch):
-                    hi = min(lo + settings.batch, len(features))
-                    k, v = runner.project_bank(np.asarray(features[lo:hi]))
-                    keys[:, lo:hi], values[:, lo:hi] = k, v
-                    if not (np.isfinite(keys[:, lo:hi]).all() and np.isfinite(values[:, lo:hi]).all()):
-                        raise InputError(f"{bank / MANIFEST_NAME}: keys/values of video {video.video_id} overflow "
-                                         f"{manifest.precision}; extract the bank with --precision fp32")
-                    bar.advance(task, hi - lo)
-                for array in (keys, values):
-                    if isinstance(array, np.memmap):
-                        array.flush()
-                del keys, values
-                commit_kv_record(tmp, video.video_id, len(features), weights)
+            _project_video(runner, bank, manifest, video.video_id, weights, settings.batch, lambda n: bar.advance(task, n))
             projected.append(video.video_id)
-            entries += len(features)
+            entries += video.entries
             if on_video is not None:
                 on_video(video.video_id)
-    projection = BankProjection(weights, runner.name)
-    BankManifest(**{**manifest.__dict__, "projection": projection, "format_version": BANK_FORMAT_VERSION}).write(bank)
-    return ProjectResult(bank, weights, runner.name, projected, kept, entries, time.perf_counter() - start)
+    barrier(world)  # every process has committed its videos
+    done = gather((projected, kept, entries), world)
+    order = {video.video_id: i for i, video in enumerate(manifest.videos)}
+    projected = sorted((v for part in done for v in part[0]), key=order.__getitem__)
+    kept = sorted((v for part in done for v in part[1]), key=order.__getitem__)
+    entries = sum(part[2] for part in done)
+    if rank == 0:
+        missing = {v.video_id for v in manifest.videos} - set(projected) - set(kept)
+        if missing:  # cannot happen when every process ran to the barrier; never name weights for a partial bank
+            raise RuntimeError(f"{bank}: no process projected videos {sorted(missing)}")
+        projection = BankProjection(weights, runner.name)
+        BankManifest(**{**manifest.__dict__, "projection": projection, "format_version": BANK_FORMAT_VERSION}).write(bank)
+    barrier(world)  # bank.json is written when any process returns
+    return ProjectResult(bank, weights, runner.name, projected, kept, entries,
+                         time.perf_counter() - start, world)
+
+
+def _project_video(runner: Runner, bank: Path, manifest: BankManifest, video_id: str, weights: ProjectionWeights,
+                   batch: int, advance: Callable[[int], None]) -> None:
+    """K/V of one video in chunks of `batch` entries into memory-mapped arrays of a temporary `kv/` folder,
+    renamed into place with kv.json written last (the video's commit)."""
+    features, _ = open_video_arrays(bank, manifest, video_id)
+    with atomic_dir(kv_dir(bank, video_id), force=True) as tmp:
+        keys, values = create_kv_arrays(tmp, manifest, weights.depth, len(features))
+        for lo in range(0, len(features), batch):
+            hi = min(lo + batch, len(features))
+            k, v = runner.project_bank(np.asarray(features[lo:hi]))
+            keys[:, lo:hi], values[:, lo:hi] = k, v
+            if not (np.isfinite(keys[:, lo:hi]).all() and np.isfinite(values[:, lo:hi]).all()):
+                raise InputError(f"{bank / MANIFEST_NAME}: keys/values of video {video_id} overflow "
+                                 f"{manifest.precision}; extract the bank with --precision fp32")
+            advance(hi - lo)
+        for array in (keys, values):
+            if isinstance(array, np.memmap):
+                array.flush()
+        del keys, values
+        commit_kv_record(tmp, video_id, len(features), weights)
 
 
 __all__ = ["ProjectResult", "ProjectSettings", "eager_projection_weights", "project_bank_kv", "projection_weights"]
