@@ -64,3 +64,23 @@ def test_screen_frames_reach_only_the_clip_of_their_keyframe_for_every_position(
         screen = {i + 1 for i in range(frames) if abs(i / FPS - reveal) <= SCREEN_SECONDS + 1e-9}
         seeing = [t for t in range(1, seconds) if set(clip_frame_indices(t, frames, spec)) & screen]
         assert seeing == [reveal], (seconds, reveal)
+
+
+def test_event_video_and_its_twin_differ_only_while_the_screen_is_on(tmp_path):
+    """Each event video has a twin with the same scene and labels minus watch, so the label cannot be
+    learnt from what a video looks like (background, actors), only from the event itself."""
+    out = synthesize(SynthSettings(tmp_path / "t", videos=2, seconds=5, seed=3, width=64, height=48,
+                                   frame_folders=True, temporal=True)).out_dir
+    event = sorted((out / "frames" / "synth000").glob("*.jpg"))
+    twin = sorted((out / "frames" / "synth001").glob("*.jpg"))
+    differs = [i for i, (a, b) in enumerate(zip(event, twin, strict=True)) if a.read_bytes() != b.read_bytes()]
+    on = [i for i, f in enumerate(event) if _screen_on(f)]
+    assert len(on) == 9 and differs == on
+    rows = {}
+    for part in ("train", "val"):
+        table = read_annotations(out / f"{part}.csv")
+        for vid in ("synth000", "synth001"):
+            mask = (table.video_id == vid) & (table.action_id != WATCH)
+            if mask.any():
+                rows[vid] = sorted(zip(table.timestamp[mask], table.action_id[mask], table.person_id[mask], strict=True))
+    assert rows["synth000"] == rows["synth001"] and rows["synth000"]

@@ -174,15 +174,15 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     return np.clip(base + ramp + noise, 0, 255).astype(np.float32)
 
 
-def render_frame(actors: list[Actor], background: np.ndarray, t: float) -> np.ndarray:
-    """One RGB uint8 frame at time t."""
+def render_frame(actors: list[Actor], background: np.ndarray, t: float, lit: bool = False) -> np.ndarray:
+    """One RGB uint8 frame at time t; `lit`: the temporal event's screen also tints every body."""
     height, width = background.shape[:2]
     img = background.copy()
     for a in sorted(actors, key=lambda a: a.bottom):
         x1, y1, x2, y2 = (int(round(v)) for v in a.box(t, width, height))
         if x2 <= x1 or y2 <= y1:
             continue
-        img[y1:y2, x1:x2] = a.colour
+        img[y1:y2, x1:x2] = tuple((c + s) // 2 for c, s in zip(a.colour, SCREEN_COLOUR, strict=True)) if lit else a.colour
         bw, bh = x2 - x1, y2 - y1
         m = max(4, int(round(min(bw, bh) * 0.45)))
         # head marker on the facing side, blinking at 4 Hz when waving
@@ -196,11 +196,12 @@ def render_frame(actors: list[Actor], background: np.ndarray, t: float) -> np.nd
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def draw_screen(frame: np.ndarray) -> np.ndarray:
-    """The temporal event's "TV": a cyan band across the top of the frame, above every actor."""
-    height, width = frame.shape[:2]
-    out = frame.copy()
-    out[int(0.03 * height): int(0.19 * height), int(0.04 * width): int(0.96 * width)] = SCREEN_COLOUR
+def draw_screen(background: np.ndarray) -> np.ndarray:
+    """The temporal event's "TV": a cyan screen over the upper 60 % of the background, behind the
+    actors. Large on purpose: the tiny extractor must carry it into its first-order maps."""
+    height, width = background.shape[:2]
+    out = background.copy()
+    out[int(0.03 * height): int(0.6 * height), int(0.04 * width): int(0.96 * width)] = SCREEN_COLOUR
     return out
 
 
@@ -338,19 +339,23 @@ def synthesize(settings: SynthSettings) -> SynthResult:
     with atomic_dir(settings.out_dir, force=settings.force) as tmp, progress_bar(settings.progress) as progress:
         (tmp / "videos").mkdir()
         task = progress.add_task("synthesizing videos", total=len(video_ids))
+        twin: tuple[list[Actor], np.ndarray] = ([], np.zeros(0))  # the last even video's scene
         for number, vid in enumerate(video_ids):
             vrng = np.random.default_rng(rng.integers(0, 2**63))
             actors = _make_actors(vrng, width, height, settings.seconds)
             background = _background(vrng, width, height)
-            frames = [render_frame(actors, background, i / FPS) for i in range(settings.seconds * FPS)]
-            event = False
+            if settings.temporal and number % 2:  # the event video's twin: same scene, no event
+                actors, background = twin
+            twin = (actors, background)
+            event, lit, reveal = False, background, 0
             if settings.temporal:  # own generator: the other draws stay those of the plain dataset
                 trng = np.random.default_rng([settings.seed, number, 61])
                 event = number % 2 == 0  # alternate, so both splits hold videos with and without it
                 reveal = int(trng.integers(1, settings.seconds))
-                if event:
-                    frames = [draw_screen(f) if abs(i / FPS - reveal) <= SCREEN_SECONDS + 1e-9 else f
-                              for i, f in enumerate(frames)]
+                lit = draw_screen(background) if event else background
+            on = [event and abs(i / FPS - reveal) <= SCREEN_SECONDS + 1e-9 for i in range(settings.seconds * FPS)]
+            frames = [render_frame(actors, lit if on[i] else background, i / FPS, on[i])
+                      for i in range(settings.seconds * FPS)]
             _write_video(tmp / "videos" / f"{vid}.mp4", frames)
             if settings.frame_folders:
                 _write_frame_folder(tmp / "frames" / vid, vid, frames)
