@@ -3,8 +3,8 @@
 On `synth --temporal` data (the "watch" label of an event video is visible at one keyframe only):
 train a no-bank extractor -> `bank extract` of the train and val splits -> continue training from
 the extractor's weights twice for the same epochs with the same recipe and seed, once as the bank
-model (`config_acfb.yaml`, `--bank`) and once without bank (`config.yaml`) -> frame-mAP of both on
-the val split (and the AP of the temporal class). The margin is bank minus no bank. Every step is
+model (`config_acfb.yaml`, `--bank`) and once without bank (`config_continue.yaml`, the same recipe)
+-> frame-mAP of both on the val split (and the AP of the temporal class). The margin is bank minus no bank. Every step is
 the library function of a CLI command, so `commands` reproduces the run by hand.
 """
 
@@ -147,8 +147,8 @@ def measure_bank_gain(settings: BankGainSettings) -> BankGainResult:
                              "--out", final / "bank", "--init", final / "nobank" / extractor.name,
                              "--bank", final / "banks/train", "--val-bank", final / "banks/val",
                              "--epochs", settings.extra_epochs, *flags))
-        no_bank_run = continued("nobank_more", "config.yaml")
-        commands.append(_cmd("train", "--config", final / "data/config.yaml", "--data", final / "data",
+        no_bank_run = continued("nobank_more", "config_continue.yaml")
+        commands.append(_cmd("train", "--config", final / "data/config_continue.yaml", "--data", final / "data",
                              "--out", final / "nobank_more", "--init", final / "nobank" / extractor.name,
                              "--epochs", settings.extra_epochs, *flags))
         result = BankGainResult(settings=settings, data=final / "data", extractor=final / "nobank" / extractor.name,
