@@ -47,12 +47,12 @@ class DemoProfile:
 # ~0.7 against ~0.35 chance); smaller synthetic sets at this learning rate can diverge.
 QUICK = DemoProfile(videos=48, seconds=3, epochs=8, calib_clips=8, bench_iters=5, bench_actors=(4, 1, 8),
                     bench_size=(96, 128), parity_max_keyframes=None, render_videos=1, plugin_parts="split",
-                    openvino_precisions=("fp32", "int8"), bank_videos=16, bank_seconds=5, bank_extractor_epochs=2,
-                    bank_extra_epochs=3)
+                    openvino_precisions=("fp32", "int8"), bank_videos=16, bank_seconds=5, bank_extractor_epochs=4,
+                    bank_extra_epochs=4)
 FULL = DemoProfile(videos=48, seconds=3, epochs=8, calib_clips=32, bench_iters=50, bench_actors=(8, 1, 4, 16, 32),
                    bench_size=(96, 128), parity_max_keyframes=None, render_videos=3, plugin_parts="all",
                    openvino_precisions=("fp32", "bf16", "int8"), bank_videos=24, bank_seconds=6,
-                   bank_extractor_epochs=4, bank_extra_epochs=4)
+                   bank_extractor_epochs=4, bank_extra_epochs=6)
 
 
 @dataclass(frozen=True)

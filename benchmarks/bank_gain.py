@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--video-seconds", type=int, default=6)
     parser.add_argument("--extractor-epochs", type=int, default=6)
-    parser.add_argument("--extra-epochs", type=int, default=4)
+    parser.add_argument("--extra-epochs", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()

@@ -320,7 +320,7 @@ def synth_config_dict() -> dict[str, Any]:
     return data
 
 
-CONTINUED_LR = 0.02  # bank model and no-bank baseline continue from a trained model at this constant lr
+CONTINUED_LR = 0.05  # bank model and no-bank baseline continue from a trained model at this constant lr
 
 
 def continued_config_dict() -> dict[str, Any]:

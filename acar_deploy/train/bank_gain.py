@@ -26,7 +26,7 @@ class BankGainSettings:
     videos: int = 24  # synth --videos (even: each event video has a twin without the event)
     seconds: int = 6  # synth --video-seconds (>= 5)
     extractor_epochs: int = 6  # the no-bank model whose first-order maps fill the bank
-    extra_epochs: int = 4  # both continued runs (bank and no bank) train this many epochs more
+    extra_epochs: int = 6  # both continued runs (bank and no bank) train this many epochs more
     seed: int = 0
     init: Path | None = None  # start the extractor from these weights (e.g. a model of the plain synth data)
     workers: int | None = 1  # decoding processes per run (None: the training default)
