@@ -4,7 +4,8 @@ synthesise an AVA-format dataset -> train a small ACAR model on CPU -> frame-mAP
 and fused; standard and plugin nodes) -> ONNX Runtime fp32 / fp16 / int8 engines, OpenVINO fp32 / int8
 (and bf16 in the full profile) engines when OpenVINO is installed, TensorRT fp16 / int8 when a GPU and
 TensorRT are present -> latency against eager in one interleaved run -> parity gate -> rendered
-keyframes -> `report.md`.
+keyframes -> the feature bank's gain on temporal synthetic data (bank model vs the same model
+without bank, `train/bank_gain.py`) -> `report.md`.
 
 Every stage calls the same library function as its CLI command and keeps its output under `out`,
 so a user can rerun any single command on it; `report.md` lists those commands.
@@ -394,6 +395,8 @@ def bank_gain_section(gain: Any) -> list[str]:
              f"| bank | {100 * gain.bank.val_map:.2f} | {ap(gain.bank.ap_watch)} |",
              f"| margin | **{100 * gain.margin:+.2f}** | "
              f"{'n/a' if gain.margin_watch is None else f'{100 * gain.margin_watch:+.2f}'} |", "",
+             "One short seeded run on a few val videos: the margin moves by points between epochs (the other "
+             "8 classes); docs/bank.md has the longer runs and what the bank gains there.", "",
              "Reproduce:", "", "```bash", *gain.commands, "```", ""]
     return lines
 
