@@ -19,7 +19,8 @@ from acar_deploy.jsonout import dumps
     "(split and fused; standard and plugin nodes), build ONNX Runtime fp32/fp16/int8 engines, OpenVINO fp32/int8 "
     "engines (and bf16 without --quick) when OpenVINO is installed and TensorRT fp16/int8 when a GPU and TensorRT "
     "are present, benchmark them against eager in one run, run the parity gate, "
-    "render keyframes and write report.md. No network access is needed.\n\n"
+    "render keyframes, measure the feature bank's gain on temporal synthetic data and write report.md. "
+    "No network access is needed.\n\n"
     "Every stage's output stays under --out (a folder), and report.md lists the command that reruns each stage.\n\n"
     "Examples:\n\n"
     "  acar-deploy demo                      # full demo (<= 10 minutes on 2 CPU cores)\n\n"
@@ -47,6 +48,7 @@ def demo_command(
             "parity_passed": result.parity_passed,
             "renders": [str(p) for p in result.renders],
             "skipped": result.notes,
+            "bank_gain": result.bank_gain,
             "stages": [{"name": s.name, "seconds": s.seconds, "summary": s.summary} for s in result.stages],
         }))
     else:

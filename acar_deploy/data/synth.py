@@ -11,10 +11,12 @@ determined by what is drawn, so a model that learns from the clips can reach a h
   (only visible through the other actor: relation reasoning helps).
 
 With `temporal=True` (`--temporal`) half the videos also contain an event that only a model with
-long-term support can see at most keyframes: a "TV" (cyan band, top) is on for 0.3 s around
-one keyframe second r, and every actor of such a video is labelled watch (e.g., TV) at EVERY
-keyframe. A clip (16 frames, about +-0.5 s) shows the screen only at keyframe r, so elsewhere the
-label is only recoverable from what happened seconds earlier or later (the feature bank).
+long-term support can see at most keyframes: a "TV" (cyan screen behind the actors, lighting them)
+is on around one keyframe second r, in every frame that the clip of r spans and no other keyframe's
+clip reaches, and every actor of such a video is labelled watch (e.g., TV) at EVERY keyframe.
+Elsewhere the label is only recoverable from what happened seconds earlier or later (the feature
+bank). Each event video is followed by a twin with the same scene and no event, so the label
+cannot be learnt from a video's look either.
 
 Labels use real AVA action ids; the model keeps all 60 outputs (logit index = position of the id in
 the 60-class AVA label map, as the official code's `idx_to_class`), and the reduced label map lists
@@ -54,7 +56,7 @@ BODY_COLOURS = ((200, 60, 60), (60, 160, 70), (70, 90, 210), (170, 80, 190), (40
 TALK_RANGE = 0.5  # a facing actor talks to the nearest actor on its side within this fraction of the width
 WATCH = 61  # temporal option: "watch (e.g., TV)", a video-level event seen only around one second
 TEMPORAL_CLASSES: dict[int, str] = {WATCH: "watch (e.g., TV)"}
-SCREEN_SECONDS = 0.15  # on for |t - r| <= this: 9 frames, outside the clips of r +- 1 (also at video edges)
+SYNTH_CLIP_FRAMES, SYNTH_CLIP_STEP = 32, 2  # the synthetic config's clips: 16 frames at step 2
 SCREEN_COLOUR = (40, 230, 230)
 
 
@@ -174,15 +176,15 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     return np.clip(base + ramp + noise, 0, 255).astype(np.float32)
 
 
-def render_frame(actors: list[Actor], background: np.ndarray, t: float) -> np.ndarray:
-    """One RGB uint8 frame at time t."""
+def render_frame(actors: list[Actor], background: np.ndarray, t: float, lit: bool = False) -> np.ndarray:
+    """One RGB uint8 frame at time t; `lit`: the temporal event's screen also tints every body."""
     height, width = background.shape[:2]
     img = background.copy()
     for a in sorted(actors, key=lambda a: a.bottom):
         x1, y1, x2, y2 = (int(round(v)) for v in a.box(t, width, height))
         if x2 <= x1 or y2 <= y1:
             continue
-        img[y1:y2, x1:x2] = a.colour
+        img[y1:y2, x1:x2] = tuple((c + s) // 2 for c, s in zip(a.colour, SCREEN_COLOUR, strict=True)) if lit else a.colour
         bw, bh = x2 - x1, y2 - y1
         m = max(4, int(round(min(bw, bh) * 0.45)))
         # head marker on the facing side, blinking at 4 Hz when waving
@@ -196,11 +198,26 @@ def render_frame(actors: list[Actor], background: np.ndarray, t: float) -> np.nd
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def draw_screen(frame: np.ndarray) -> np.ndarray:
-    """The temporal event's "TV": a cyan band across the top of the frame, above every actor."""
-    height, width = frame.shape[:2]
-    out = frame.copy()
-    out[int(0.03 * height): int(0.19 * height), int(0.04 * width): int(0.96 * width)] = SCREEN_COLOUR
+def screen_frames(reveal: int, seconds: int) -> range:
+    """1-based frame numbers the event's screen is on: every frame the clip of keyframe `reveal` spans
+    that no other keyframe's clip reaches (the synthetic config's clips, official centre crop; the
+    clips of the first and last keyframe shift inwards at the video edges)."""
+    from acar_deploy.data.clips import ClipSpec, clip_frame_indices
+
+    spec = ClipSpec(num_frames=SYNTH_CLIP_FRAMES, step=SYNTH_CLIP_STEP, fps=FPS)
+    total = seconds * FPS
+    clips = {t: clip_frame_indices(t, total, spec) for t in range(1, seconds)}
+    before = max((max(c) for t, c in clips.items() if t < reveal), default=0)
+    after = min((min(c) for t, c in clips.items() if t > reveal), default=total + 1)
+    return range(max(before + 1, min(clips[reveal])), min(after - 1, max(clips[reveal])) + 1)
+
+
+def draw_screen(background: np.ndarray) -> np.ndarray:
+    """The temporal event's "TV": a cyan screen over the upper 60 % of the background, behind the
+    actors. Large on purpose: the tiny extractor must carry it into its first-order maps."""
+    height, width = background.shape[:2]
+    out = background.copy()
+    out[int(0.03 * height): int(0.6 * height), int(0.04 * width): int(0.96 * width)] = SCREEN_COLOUR
     return out
 
 
@@ -303,6 +320,18 @@ def synth_config_dict() -> dict[str, Any]:
     return data
 
 
+CONTINUED_LR = 0.05  # bank model and no-bank baseline continue from a trained model at this constant lr
+
+
+def continued_config_dict() -> dict[str, Any]:
+    """The synthetic config with the recipe of runs that continue from a trained no-bank model
+    (`--init`): a constant lr of CONTINUED_LR instead of the warm-up to 0.1, which on these few
+    videos moves the other classes' APs by more than the bank's effect."""
+    data = synth_config_dict()
+    data["train"]["scheduler"].update(base_lr=CONTINUED_LR, warmup_lr=CONTINUED_LR)
+    return data
+
+
 def synthesize(settings: SynthSettings) -> SynthResult:
     """Write the videos, CSVs, label map, config and `dataset.json` into `settings.out_dir`."""
     import yaml
@@ -338,19 +367,24 @@ def synthesize(settings: SynthSettings) -> SynthResult:
     with atomic_dir(settings.out_dir, force=settings.force) as tmp, progress_bar(settings.progress) as progress:
         (tmp / "videos").mkdir()
         task = progress.add_task("synthesizing videos", total=len(video_ids))
+        twin: tuple[list[Actor], np.ndarray] = ([], np.zeros(0))  # the last even video's scene
         for number, vid in enumerate(video_ids):
             vrng = np.random.default_rng(rng.integers(0, 2**63))
             actors = _make_actors(vrng, width, height, settings.seconds)
             background = _background(vrng, width, height)
-            frames = [render_frame(actors, background, i / FPS) for i in range(settings.seconds * FPS)]
-            event = False
+            if settings.temporal and number % 2:  # the event video's twin: same scene, no event
+                actors, background = twin
+            twin = (actors, background)
+            event, lit, reveal = False, background, 0
             if settings.temporal:  # own generator: the other draws stay those of the plain dataset
                 trng = np.random.default_rng([settings.seed, number, 61])
                 event = number % 2 == 0  # alternate, so both splits hold videos with and without it
                 reveal = int(trng.integers(1, settings.seconds))
-                if event:
-                    frames = [draw_screen(f) if abs(i / FPS - reveal) <= SCREEN_SECONDS + 1e-9 else f
-                              for i, f in enumerate(frames)]
+                lit = draw_screen(background) if event else background
+            shown = screen_frames(reveal, settings.seconds) if event else range(0)
+            on = [i + 1 in shown for i in range(settings.seconds * FPS)]
+            frames = [render_frame(actors, lit if on[i] else background, i / FPS, on[i])
+                      for i in range(settings.seconds * FPS)]
             _write_video(tmp / "videos" / f"{vid}.mp4", frames)
             if settings.frame_folders:
                 _write_frame_folder(tmp / "frames" / vid, vid, frames)
@@ -417,13 +451,18 @@ def synthesize(settings: SynthSettings) -> SynthResult:
         with open(tmp / files["config"], "w", encoding="utf-8") as fh:
             fh.write("# CPU-sized ACAR config for the synthetic data: acar_tiny, 16 frames, 96-pixel short side.\n")
             yaml.safe_dump(synth_config_dict(), fh, sort_keys=False)
-        if settings.temporal:  # the bank model: same network, HR2O over the feature bank
+        if settings.temporal:  # the bank model (same network, HR2O over the feature bank) and its baseline
+            acfb = continued_config_dict()
+            acfb["name"] = "acfb_tiny_synth"
+            acfb["head"].update(SYNTH_ACFB_HEAD)
             with open(tmp / "config_acfb.yaml", "w", encoding="utf-8") as fh:
-                fh.write("# The synthetic config with an Actor-Context Feature Bank head (train with --bank).\n")
-                acfb = synth_config_dict()
-                acfb["name"] = "acfb_tiny_synth"
-                acfb["head"].update(SYNTH_ACFB_HEAD)
+                fh.write("# The synthetic config with an Actor-Context Feature Bank head (train with --bank and\n"
+                         "# --init from a model of config.yaml); constant lr for the continued run.\n")
                 yaml.safe_dump(acfb, fh, sort_keys=False)
+            with open(tmp / "config_continue.yaml", "w", encoding="utf-8") as fh:
+                fh.write("# config.yaml with config_acfb.yaml's recipe: the no-bank baseline that continues from\n"
+                         "# the same --init for the same epochs as the bank model.\n")
+                yaml.safe_dump(continued_config_dict(), fh, sort_keys=False)
         (tmp / files["parity_thresholds"]).write_text(SYNTH_PARITY_THRESHOLDS, encoding="utf-8")
         write_json(
             tmp / "dataset.json",
@@ -454,4 +493,4 @@ def synthesize(settings: SynthSettings) -> SynthResult:
 
 
 __all__ = ["SynthSettings", "SynthResult", "synthesize", "SYNTH_CLASSES", "TEMPORAL_CLASSES", "actor_labels",
-           "render_frame", "draw_screen"]
+           "render_frame", "draw_screen", "screen_frames"]
