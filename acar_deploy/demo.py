@@ -25,7 +25,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class DemoProfile:
-    """How big each stage is; `quick` fits CI (<= 2 minutes), `full` a laptop (<= 10 minutes)."""
+    """How big each stage is; `quick` fits CI (about 5 minutes on 2 cores), `full` shows more (a laptop)."""
 
     videos: int
     seconds: int

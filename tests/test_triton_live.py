@@ -229,7 +229,7 @@ def test_serve_command_is_ready_then_stops_on_ctrl_c(live):
         logits, _ = infer_pipeline(f"127.0.0.1:{http}", clips, rois, timeout_s=TIMEOUT_S)
         assert logits.shape[0] == len(rois)
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=150) == 0  # the command's stop: <= exit timeout + 10 s, then SIGKILL
         assert "server stopped (exit code 0)" in process.stderr.read()
         assert len(_servers_on_port(http)) == 0  # the command's server (its own process group) is gone too
     finally:

@@ -23,8 +23,8 @@ from acar_deploy.jsonout import dumps
     "No network access is needed.\n\n"
     "Every stage's output stays under --out (a folder), and report.md lists the command that reruns each stage.\n\n"
     "Examples:\n\n"
-    "  acar-deploy demo                      # full demo (<= 10 minutes on 2 CPU cores)\n\n"
-    "  acar-deploy demo --quick --out /tmp/d  # CI-sized (<= 2 minutes)",
+    "  acar-deploy demo                      # full demo (the larger profile)\n\n"
+    "  acar-deploy demo --quick --out /tmp/d  # CI-sized (about 5 minutes on 2 cores)",
 )
 @handle_errors
 def demo_command(
