@@ -366,7 +366,8 @@ def serve(settings: ServeSettings, runtime: TritonRuntime,
     the server cleanly, exit code returned) or until the server exits by itself (an InputError)."""
     check_ports_free(settings)
     server = TritonServerProcess(settings, runtime)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGINT too: a shell starts background commands with SIGINT ignored, and Python keeps that.
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start()
         on_ready(server.wait_ready(), server.log_path)
@@ -377,7 +378,8 @@ def serve(settings: ServeSettings, runtime: TritonRuntime,
         return server.stop() or 0
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _raise_interrupt(signum, frame) -> None:

@@ -105,8 +105,11 @@ def _temp_of(out: Path) -> list[Path]:
 def _signal_when(args, sig, ready, delay: float = 0.0, cwd: Path | None = None, limit: float = 600.0):
     """Run the CLI, send `sig` once `ready()` holds (+ delay); (returncode, stderr). Not a timing test:
     whichever moment the signal lands, the final-path assertions must hold."""
+    # SIGINT back to default in the child: a suite started in the background has it ignored, and the
+    # CLI would inherit that (the Ctrl-C cases would then test nothing)
     proc = subprocess.Popen([*CLI, *map(str, args)], env=subprocess_env(), cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + limit
     try:
         while proc.poll() is None and not ready():
