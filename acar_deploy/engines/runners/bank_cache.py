@@ -11,20 +11,30 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-Projection = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Projection = Callable[[np.ndarray], tuple[Any, Any]]
+
+
+def _stack_on_host(rows: list[np.ndarray]) -> np.ndarray:
+    return np.stack(rows, axis=1)
 
 
 class BankProjectionCache:
-    """`keys_values(entries, project)` -> keys, values `[depth, M, C, h, w]`; `project` runs on new entries only."""
+    """`keys_values(entries, project)` -> keys, values `[depth, M, C, h, w]`; `project` runs on new entries only.
 
-    def __init__(self) -> None:
-        self._rows: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+    `stack` joins the per-entry rows: numpy by default; the TensorRT runner passes a torch stack so
+    its K/V stay on the GPU (copying a window's K/V to the head every keyframe would move them all).
+    """
+
+    def __init__(self, stack: Callable[[list[Any]], Any] = _stack_on_host) -> None:
+        self._stack = stack
+        self._rows: dict[bytes, tuple[Any, Any]] = {}
         self.projected = 0  # entries sent to `project` so far (the saving is calls * M - projected)
 
-    def keys_values(self, entries: np.ndarray, project: Projection) -> tuple[np.ndarray, np.ndarray]:
+    def keys_values(self, entries: np.ndarray, project: Projection) -> tuple[Any, Any]:
         entries = np.ascontiguousarray(entries, dtype=np.float32)
         if entries.shape[0] == 0:
             return project(entries)
@@ -40,7 +50,7 @@ class BankProjectionCache:
             for position, digest in enumerate(new):
                 rows[digest] = (keys[:, position], values[:, position])
         self._rows = rows  # the current window only
-        return (np.stack([rows[d][0] for d in digests], axis=1), np.stack([rows[d][1] for d in digests], axis=1))
+        return self._stack([rows[d][0] for d in digests]), self._stack([rows[d][1] for d in digests])
 
     def clear(self) -> None:
         self._rows = {}

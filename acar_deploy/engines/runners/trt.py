@@ -14,7 +14,6 @@ strips the model-local functions so the parser falls back to the plugins.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from acar_deploy.engines.runners.bank_cache import BankProjectionCache
 from acar_deploy.engines.runners.base import Runner, RunnerOptions
 from acar_deploy.engines.runners.ort import choose_graph
 from acar_deploy.engines.settings import ShapeRange
@@ -220,46 +220,21 @@ def _torch_dtype(trt: Any, dtype: Any) -> Any:
     }[dtype]
 
 
-class DeviceBankProjectionCache:
-    """`BankProjectionCache`'s policy (engines/runners/bank_cache.py) with K/V kept on the GPU.
+def _stack_on_device(rows: list[Any]) -> Any:
+    """K/V rows of a window -> one CUDA tensor `[depth, M, ...]`, without leaving the GPU. Kept there
+    because copying a window's K/V to the head every keyframe moves them all over PCIe (R50, depth 2,
+    M = 64: keys + values 2 x 2 x 64 x 512 x 7 x 14 fp32 = 51 MB), while only about M / (2w + 1)
+    entries are new per keyframe."""
+    import torch
 
-    Entries are keyed by their bytes; `bank_kv` runs on the entries new to this window only; memory
-    stays one window. Kept on the device because copying a window's K/V to the head every keyframe
-    moves them all over PCIe (R50, depth 2, M = 64: keys + values 2 x 2 x 64 x 512 x 7 x 14 fp32
-    = 51 MB), while only about M / (2w + 1) entries are new per keyframe.
-    """
-
-    def __init__(self) -> None:
-        self._rows: dict[bytes, tuple[Any, Any]] = {}
-        self.projected = 0  # entries sent to `project` so far
-
-    def keys_values(self, entries: np.ndarray, project: Callable[[np.ndarray], tuple[Any, Any]]) -> tuple[Any, Any]:
-        """entries [M, C, h, w] on the host -> keys, values [depth, M, C, h, w] device tensors."""
-        import torch
-
-        digests = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in entries]
-        new: dict[bytes, int] = {}
-        for index, digest in enumerate(digests):
-            if digest not in self._rows and digest not in new:
-                new[digest] = index
-        rows = {d: self._rows[d] for d in digests if d in self._rows}
-        if new:
-            keys, values = project(np.ascontiguousarray(entries[list(new.values())]))
-            self.projected += len(new)
-            for position, digest in enumerate(new):
-                rows[digest] = (keys[:, position], values[:, position])
-        self._rows = rows  # the current window only
-        return (torch.stack([rows[d][0] for d in digests], dim=1), torch.stack([rows[d][1] for d in digests], dim=1))
-
-    def clear(self) -> None:
-        self._rows = {}
+    return torch.stack(rows, dim=1)
 
 
 class TrtRunner(Runner):
     """Runs a TensorRT engine folder on the current CUDA device; `cuda_graph=True` replays captured graphs.
 
     An acfb engine (backbone, bank_kv, bank_head) runs backbone -> bank_kv on the entries new to the
-    window -> bank_head, with K/V kept on the GPU per entry (`DeviceBankProjectionCache`); fed the K/V
+    window -> bank_head, with K/V kept on the GPU per entry (`BankProjectionCache` with a device stack); fed the K/V
     stored in the bank (`bank_keys`, `bank_values`) it copies them to the GPU and skips bank_kv.
     """
 
@@ -271,7 +246,7 @@ class TrtRunner(Runner):
             raise InputError(f"{self.folder.path}: runtime is {self.folder.runtime.value!r}, not trt")
         self._split = choose_graph(self.folder.parts, options.graph, self.path)
         self._bank = self._split and "head" not in self.folder.parts  # an acfb engine: backbone, bank_kv, bank_head
-        self.bank_cache = DeviceBankProjectionCache()
+        self.bank_cache = BankProjectionCache(stack=_stack_on_device)
         super().__init__(f"trt-{self.folder.precision.value}:{self.path.name}", self.folder.num_classes,
                          Runtime.TRT, self.folder.precision)
         self.cuda_graph = options.cuda_graph
