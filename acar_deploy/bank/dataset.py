@@ -36,9 +36,13 @@ class BankKeyframeDataset:
         self.keyframes.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.sample(index)
+
+    def sample(self, index: int, decode: bool = True) -> dict[str, Any]:
+        """`KeyframeDataset.sample` plus the window (`decode=False`: without the clip)."""
         import torch
 
-        item = self.keyframes[index]
+        item = self.keyframes.sample(index, decode)
         window = self.bank.window(item["video_id"], int(item["timestamp"]), self.half_width, self.causal)
         entries = torch.from_numpy(window.features)
         item["bank"] = entries.flip(-1) if item["flip"] else entries

@@ -211,6 +211,11 @@ class KeyframeDataset:
         return src
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.sample(index)
+
+    def sample(self, index: int, decode: bool = True) -> dict[str, Any]:
+        """The item; with `decode=False` everything but the clip (and its frame size), so a caller that
+        keeps the clip's backbone output (frozen-backbone training) skips the decoding."""
         import torch
 
         kf = self.keyframes[index]
@@ -221,20 +226,21 @@ class KeyframeDataset:
             flip = bool(self.augmentation.flip and rng.random() < 0.5)
             if self.augmentation.jitter_scale > 0:
                 boxes = jitter_boxes(boxes, self.augmentation.jitter_scale, rng)
-        clip, size = load_clip(self.source(kf.video_id), kf.timestamp, self.spec, self.start_seconds, flip=flip)
         rois, keep = boxes_after_augmentation(boxes, flip)
         labels = [lab for lab, k in zip(kf.labels, keep, strict=True) if k] if kf.labels else [()] * int(keep.sum())
-        return {
-            "clip": torch.from_numpy(clip),
+        item = {
             "rois": torch.from_numpy(rois),
             "targets": torch.from_numpy(multi_hot(labels, self.class_ids)),
             "video_id": kf.video_id,
             "timestamp": kf.timestamp,
             "boxes": kf.boxes[keep],
             "scores": kf.scores[keep] if kf.scores is not None else None,
-            "frame_size": size,
             "flip": flip,
         }
+        if decode:
+            clip, size = load_clip(self.source(kf.video_id), kf.timestamp, self.spec, self.start_seconds, flip=flip)
+            item["clip"], item["frame_size"] = torch.from_numpy(clip), size
+        return item
 
 
 def collate_keyframes(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -34,8 +34,13 @@ class ACARModel(nn.Module):
         return torch.cat([slow.mean(dim=2), fast.mean(dim=2)], dim=1)
 
     def forward(self, clips: torch.Tensor, rois: torch.Tensor, *bank: torch.Tensor) -> torch.Tensor:
-        """`bank` (acfb heads only): entries `[M, hidden, h', w']` and window `[R, M]` bool."""
-        return self.head(self.context(clips), rois, *bank)
+        """`bank` (acfb heads only): entries `[M, hidden, h', w']` and window `[R, M]` bool.
+
+        A 4-D `clips` is taken as context maps `[B, C_ctx, h, w]` already computed by `context`
+        (frozen-backbone training keeps them), so the head alone runs through the same module call.
+        """
+        context = clips if clips.dim() == 4 else self.context(clips)
+        return self.head(context, rois, *bank)
 
 
 def build_model(config: ModelConfig | str) -> ACARModel:

@@ -44,6 +44,9 @@ class TrainConfig:
     freeze_bn: bool = True  # backbone BatchNorm in eval mode (statistics frozen, affine params train)
     flip: bool = True
     jitter_scale: float = 0.075
+    # head-only fine-tuning: backbone weights fixed (eval mode, no gradient); see train/context_cache.py
+    freeze_backbone: bool = False
+    context_cache_mib: int = 4096  # frozen backbone: keep every clip's context map in memory if all fit
 
 
 def train_config_from_dict(data: dict[str, Any] | None, source: str = "config") -> TrainConfig:
@@ -81,6 +84,8 @@ def train_config_from_dict(data: dict[str, Any] | None, source: str = "config") 
             freeze_bn=bool(data.get("freeze_bn", base.freeze_bn)),
             flip=bool(data.get("flip", base.flip)),
             jitter_scale=float(jitter),
+            freeze_backbone=bool(data.get("freeze_backbone", base.freeze_backbone)),
+            context_cache_mib=int(data.get("context_cache_mib", base.context_cache_mib)),
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"{source}: malformed 'train' section ({exc}); see the official ACAR-Net YAML layout") from None
@@ -97,6 +102,8 @@ def validate_train_config(config: TrainConfig, source: str = "config") -> TrainC
         raise InputError(f"{source}: train.scheduler needs as many lr_mults as milestone_epochs")
     if list(s.milestone_epochs) != sorted(s.milestone_epochs):
         raise InputError(f"{source}: train.scheduler.milestone_epochs must increase")
+    if config.context_cache_mib < 0:
+        raise InputError(f"{source}: train.context_cache_mib must be >= 0 (0: never keep context maps)")
     if config.batch_size < 1 or config.n_epochs < 1:
         raise InputError(f"{source}: train.batch_size and train.n_epochs must be >= 1")
     return config

@@ -125,8 +125,9 @@ def all_reduce_sum(value: float, dist_info: Distributed, device: Any) -> float:
 # --- model pieces ---------------------------------------------------------------------------------
 
 
-def set_train_mode(model: Any, freeze_bn: bool) -> None:
-    """train() but BatchNorm layers in eval mode (frozen statistics) when freeze_bn, as `freeze_bn: True`."""
+def set_train_mode(model: Any, freeze_bn: bool, freeze_backbone: bool = False) -> None:
+    """train() but BatchNorm layers in eval mode (frozen statistics) when freeze_bn, as `freeze_bn: True`;
+    the whole backbone in eval mode when it is frozen (head-only fine-tuning)."""
     import torch
 
     model.train()
@@ -134,6 +135,8 @@ def set_train_mode(model: Any, freeze_bn: bool) -> None:
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
+    if freeze_backbone:
+        getattr(model, "module", model).backbone.eval()
 
 
 def make_optimizer(model: Any, config: TrainConfig) -> Any:
@@ -325,6 +328,7 @@ def train(
     from acar_deploy.data.dataset import (
         Augmentation,
         KeyframeDataset,
+        collate_keyframes,
         default_workers,
         load_dataset,
         make_loader,
@@ -379,6 +383,8 @@ def train(
         start_epoch = int(resume_state["epoch"])
     elif settings.init is not None:
         load_init_weights(model, Path(settings.init))
+    if train_config.freeze_backbone:
+        model.backbone.requires_grad_(False)
     model.to(device)
     ddp_model = model
     if dist_info.enabled:
@@ -399,6 +405,13 @@ def train(
     else:
         torch.manual_seed(settings.seed + dist_info.rank)  # dropout differs per process, like separate GPUs
 
+    contexts = None
+    if train_config.freeze_backbone:
+        from acar_deploy.train.context_cache import context_cache_for
+
+        model.backbone.eval()
+        contexts = context_cache_for(train_set, model, device, collate or collate_keyframes, len(loader.sampler),
+                                     train_config.flip, train_config.context_cache_mib)
     checkpoints = [p for _, p in existing]
     final_dir = Path(settings.out)
     progress = progress_bar(settings.progress and dist_info.is_main, "loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.4g}")
@@ -406,10 +419,11 @@ def train(
         for epoch in range(start_epoch + 1, train_config.n_epochs + 1):
             loader.sampler.set_epoch(epoch)
             train_set.set_epoch(epoch)
-            set_train_mode(ddp_model, train_config.freeze_bn)
+            set_train_mode(ddp_model, train_config.freeze_bn, train_config.freeze_backbone)
             task = progress.add_task(f"epoch {epoch}/{train_config.n_epochs}", total=steps_per_epoch, loss=0.0, lr=0.0)
             loss_sum, roi_sum, lr = 0.0, 0, 0.0
-            for i, batch in enumerate(loader):
+            batches = loader if contexts is None else contexts.batches(list(loader.sampler), train_config.batch_size)
+            for i, batch in enumerate(batches):
                 iteration = (epoch - 1) * steps_per_epoch + i
                 lr = learning_rate(iteration, steps_per_epoch, train_config.scheduler)
                 for group in optimizer.param_groups:
