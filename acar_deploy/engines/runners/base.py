@@ -306,3 +306,24 @@ def execution_details(metadata: dict[str, Any]) -> list[str]:
     if metadata.get("warning"):
         details.append(f"warning: {metadata['warning']}")
     return details
+
+
+class ExportedPartsLayout:
+    """For runners of an export's part files (ORT, OpenVINO, TensorRT): split / bank / head-only
+    follow from which parts the folder holds (`_split`, `_bank`, set in the runner's __init__).
+    Listed before `Runner` in the bases so these properties take precedence."""
+
+    _split: bool
+    _bank: bool  # an acfb export: backbone, bank_kv, bank_head (no plain head)
+
+    @property
+    def split(self) -> bool:
+        return self._split
+
+    @property
+    def supports_bank(self) -> bool:
+        return self._bank
+
+    @property
+    def supports_head_only(self) -> bool:
+        return self._split and not self._bank

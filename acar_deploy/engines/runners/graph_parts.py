@@ -12,29 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from acar_deploy.engines.runners.bank_cache import BankProjectionCache
-from acar_deploy.engines.runners.base import Runner, timed
+from acar_deploy.engines.runners.base import ExportedPartsLayout, Runner, timed
 from acar_deploy.errors import InputError
 
 
-class GraphPartRunner(Runner):
+class GraphPartRunner(ExportedPartsLayout, Runner):
     """Base of OrtRunner and OpenVinoRunner: `path`, `_split` and `_bank` are set by the subclass."""
 
     path: Path
-    _split: bool
-    _bank: bool  # an acfb export: backbone, bank_kv, bank_head (no plain head)
     bank_cache: BankProjectionCache
-
-    @property
-    def split(self) -> bool:
-        return self._split
-
-    @property
-    def supports_bank(self) -> bool:
-        return self._bank
-
-    @property
-    def supports_head_only(self) -> bool:
-        return self._split and not self._bank
 
     def _run(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover
         raise NotImplementedError

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from acar_deploy.engines.runners.bank_cache import BankProjectionCache
-from acar_deploy.engines.runners.base import Runner, RunnerOptions
+from acar_deploy.engines.runners.base import ExportedPartsLayout, Runner, RunnerOptions
 from acar_deploy.engines.runners.ort import choose_graph
 from acar_deploy.engines.settings import ShapeRange
 from acar_deploy.errors import InputError, MissingExtraError
@@ -230,7 +230,7 @@ def _stack_on_device(rows: list[Any]) -> Any:
     return torch.stack(rows, dim=1)
 
 
-class TrtRunner(Runner):
+class TrtRunner(ExportedPartsLayout, Runner):
     """Runs a TensorRT engine folder on the current CUDA device; `cuda_graph=True` replays captured graphs.
 
     An acfb engine (backbone, bank_kv, bank_head) runs backbone -> bank_kv on the entries new to the
@@ -254,18 +254,6 @@ class TrtRunner(Runner):
                               "cuda_graph": options.cuda_graph})
         self._engines: dict[str, _Engine] = {}
         self._graphs: dict[str, tuple[tuple, Any, dict[str, Any], dict[str, Any]]] = {}
-
-    @property
-    def split(self) -> bool:
-        return self._split
-
-    @property
-    def supports_bank(self) -> bool:
-        return self._bank
-
-    @property
-    def supports_head_only(self) -> bool:
-        return self._split and not self._bank
 
     def _activate(self) -> None:
         trt = import_tensorrt("running a TensorRT engine")
