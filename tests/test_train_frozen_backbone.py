@@ -76,7 +76,13 @@ def test_backbone_stays_put_and_the_cache_changes_nothing(temporal_data, name):
 
 def test_context_cache_computes_each_clip_once_and_equals_decoding(temporal_data):
     from acar_deploy.data.clips import ClipSpec
-    from acar_deploy.data.dataset import Augmentation, KeyframeDataset, collate_keyframes, load_dataset, model_class_ids
+    from acar_deploy.data.dataset import (
+        Augmentation,
+        KeyframeDataset,
+        collate_keyframes,
+        load_dataset,
+        model_class_ids,
+    )
     from acar_deploy.model.checkpoint import load_model
     from acar_deploy.train.context_cache import ContextCache
 
