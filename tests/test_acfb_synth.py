@@ -101,4 +101,5 @@ def test_bank_config_and_its_baseline_share_the_continued_recipe(tmp_path):
     assert plain["head"] == scratch["head"] and plain["train"] != scratch["train"]
     assert {k: v for k, v in acfb["head"].items() if not k.startswith("bank_")} == {**plain["head"], "type": "acfb"}
     scheduler = plain["train"]["scheduler"]
-    assert scheduler["base_lr"] == scheduler["warmup_lr"] < scratch["train"]["scheduler"]["warmup_lr"]
+    assert scheduler["base_lr"] == scheduler["warmup_lr"] and scheduler["milestone_epochs"] == []  # constant lr
+    assert plain["train"]["freeze_backbone"] and not scratch["train"].get("freeze_backbone", False)  # head only

@@ -198,6 +198,20 @@ def render_frame(actors: list[Actor], background: np.ndarray, t: float, lit: boo
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+TEMPORAL_KINDS = ("event", "twin")
+
+
+def temporal_kind(number: int) -> str:
+    """`synth --temporal`: video `number`'s kind. "event": the screen is on only around keyframe r and
+    the label holds at every keyframe; "twin": the previous event video's scene without either."""
+    return TEMPORAL_KINDS[number % len(TEMPORAL_KINDS)]
+
+
+def event_keyframe(seed: int, number: int, seconds: int) -> int:
+    """The keyframe second r around which an event video's screen is on."""
+    return int(np.random.default_rng([seed, number, 61]).integers(1, seconds))
+
+
 def screen_frames(reveal: int, seconds: int) -> range:
     """1-based frame numbers the event's screen is on: every frame the clip of keyframe `reveal` spans
     that no other keyframe's clip reaches (the synthetic config's clips, official centre crop; the
@@ -320,15 +334,20 @@ def synth_config_dict() -> dict[str, Any]:
     return data
 
 
-CONTINUED_LR = 0.05  # bank model and no-bank baseline continue from a trained model at this constant lr
+CONTINUED_LR = 0.2  # bank model and no-bank baseline: head-only, constant lr, from a trained no-bank model
+CONTINUED_EPOCHS = 20
 
 
 def continued_config_dict() -> dict[str, Any]:
     """The synthetic config with the recipe of runs that continue from a trained no-bank model
-    (`--init`): a constant lr of CONTINUED_LR instead of the warm-up to 0.1, which on these few
-    videos moves the other classes' APs by more than the bank's effect."""
+    (`--init`): head-only fine-tuning (`freeze_backbone`: the backbone that filled the bank stays as
+    it is, and each clip's context map is computed once) at a constant lr of CONTINUED_LR for
+    CONTINUED_EPOCHS epochs. Full fine-tuning at the scratch recipe moves the other classes' APs by more
+    than the bank's effect, and learns to use the bank far more slowly (docs/bank.md)."""
     data = synth_config_dict()
-    data["train"]["scheduler"].update(base_lr=CONTINUED_LR, warmup_lr=CONTINUED_LR)
+    data["train"]["n_epochs"] = CONTINUED_EPOCHS
+    data["train"]["freeze_backbone"] = True
+    data["train"]["scheduler"].update(base_lr=CONTINUED_LR, warmup_lr=CONTINUED_LR, milestone_epochs=[], lr_mults=[])
     return data
 
 
@@ -367,21 +386,20 @@ def synthesize(settings: SynthSettings) -> SynthResult:
     with atomic_dir(settings.out_dir, force=settings.force) as tmp, progress_bar(settings.progress) as progress:
         (tmp / "videos").mkdir()
         task = progress.add_task("synthesizing videos", total=len(video_ids))
-        twin: tuple[list[Actor], np.ndarray] = ([], np.zeros(0))  # the last even video's scene
+        twin: tuple[list[Actor], np.ndarray] = ([], np.zeros(0))  # the last event video's scene
         for number, vid in enumerate(video_ids):
             vrng = np.random.default_rng(rng.integers(0, 2**63))
             actors = _make_actors(vrng, width, height, settings.seconds)
             background = _background(vrng, width, height)
-            if settings.temporal and number % 2:  # the event video's twin: same scene, no event
+            kind = temporal_kind(number) if settings.temporal else "plain"
+            if kind == "twin":  # the event video's twin: same scene, no event
                 actors, background = twin
             twin = (actors, background)
-            event, lit, reveal = False, background, 0
+            lit, reveal = background, 0
             if settings.temporal:  # own generator: the other draws stay those of the plain dataset
-                trng = np.random.default_rng([settings.seed, number, 61])
-                event = number % 2 == 0  # alternate, so both splits hold videos with and without it
-                reveal = int(trng.integers(1, settings.seconds))
-                lit = draw_screen(background) if event else background
-            shown = screen_frames(reveal, settings.seconds) if event else range(0)
+                reveal = event_keyframe(settings.seed, number, settings.seconds)
+                lit = draw_screen(background) if kind == "event" else background
+            shown = screen_frames(reveal, settings.seconds) if kind == "event" else range(0)
             on = [i + 1 in shown for i in range(settings.seconds * FPS)]
             frames = [render_frame(actors, lit if on[i] else background, i / FPS, on[i])
                       for i in range(settings.seconds * FPS)]
@@ -391,7 +409,7 @@ def synthesize(settings: SynthSettings) -> SynthResult:
             part = split[vid]
             for ts in range(1, settings.seconds):
                 labels = actor_labels(actors, float(ts), width, height)
-                if event:
+                if kind == "event":
                     labels = [sorted([*ids, WATCH]) for ids in labels]
                 for pid, (actor, ids) in enumerate(zip(actors, labels, strict=True)):
                     box = _norm_box(actor.box(float(ts), width, height), width, height)
