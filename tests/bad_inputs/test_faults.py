@@ -136,8 +136,10 @@ def _complete_folder(path: Path, record: str) -> bool:
 
 def _check_outcome(sig, rc, err, final, before, record):
     if sig == signal.SIGINT:
-        assert rc in (0, 130), err[-2000:]
-        if rc == 130:
+        # 130 from our handler; once in ~800 CI runs the interpreter instead ended by SIGINT itself
+        # (-2) right after our handler had printed "interrupted" and cleaned up: both are a Ctrl-C exit
+        assert rc in (0, 130, -signal.SIGINT), err[-2000:]
+        if rc != 0:
             assert "interrupted" in err and "Traceback" not in err, err[-2000:]
         assert leftovers(final) == []  # an interrupted run cleans up after itself
     else:
