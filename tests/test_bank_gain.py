@@ -24,8 +24,8 @@ def test_event_separation_hand_computed(tmp_path):
             rows += [f"{video},{t:04d},{box},{WATCH},{v:.3f}", f"{video},{t:04d},{box},12,0.100"]
     path = tmp_path / "pred.csv"
     path.write_text("\n".join(rows) + "\n")
-    assert event_separation(tmp_path, path, seed, seconds) == pytest.approx((0.3 - 0.1) / 2)
+    assert event_separation(path, seed, seconds) == pytest.approx((0.3 - 0.1) / 2)
     path.write_text("\n".join(r for r in rows if not r.startswith("synth005")) + "\n")  # pair 4 incomplete
-    assert event_separation(tmp_path, path, seed, seconds) == pytest.approx(0.3)
+    assert event_separation(path, seed, seconds) == pytest.approx(0.3)
     path.write_text(f"synth003,0001,0.1,0.1,0.5,0.9,{WATCH},0.5\n")  # no event video
-    assert event_separation(tmp_path, path, seed, seconds) is None
+    assert event_separation(path, seed, seconds) is None

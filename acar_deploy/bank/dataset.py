@@ -52,6 +52,9 @@ class BankKeyframeDataset:
             item["bank_kv"] = (torch.from_numpy(window.keys), torch.from_numpy(window.values))
         return item
 
+    def clip(self, index: int, flip: bool) -> tuple[Any, tuple[int, int]]:
+        return self.keyframes.clip(index, flip)
+
 
 def collate_with_bank(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """`collate_keyframes` plus `bank_entries` `[M, C, h, w]` and `bank_clip` `[M]` (owner sample index);

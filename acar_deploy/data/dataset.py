@@ -238,9 +238,16 @@ class KeyframeDataset:
             "flip": flip,
         }
         if decode:
-            clip, size = load_clip(self.source(kf.video_id), kf.timestamp, self.spec, self.start_seconds, flip=flip)
-            item["clip"], item["frame_size"] = torch.from_numpy(clip), size
+            item["clip"], item["frame_size"] = self.clip(index, flip)
         return item
+
+    def clip(self, index: int, flip: bool) -> tuple[Any, tuple[int, int]]:
+        """Keyframe `index`'s decoded clip `[3, T, H, W]` (mirrored when `flip`) and its frame size."""
+        import torch
+
+        kf = self.keyframes[index]
+        clip, size = load_clip(self.source(kf.video_id), kf.timestamp, self.spec, self.start_seconds, flip=flip)
+        return torch.from_numpy(clip), size
 
 
 def collate_keyframes(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def _ap_watch(data: Path, predictions: Path) -> float | None:
     return scored.per_class.get(WATCH)
 
 
-def event_separation(data: Path, predictions: Path, seed: int, seconds: int) -> float | None:
+def event_separation(predictions: Path, seed: int, seconds: int) -> float | None:
     """How well a model sees the event where it is visible: its mean watch score at an event video's
     keyframe r minus the twin's at r, over the val pairs (None without a complete pair).
 
@@ -185,7 +185,7 @@ def measure_bank_gain(settings: BankGainSettings) -> BankGainResult:
         commands.append(_cmd("train", "--config", final / "data/config_continue.yaml", "--data", final / "data",
                              "--out", final / "nobank_more", "--init", final / "nobank" / extractor.name,
                              "--epochs", settings.extra_epochs, *flags))
-        sees = event_separation(data, out / "nobank" / f"val_predictions_{extractor_run.history[-1].epoch}.csv",
+        sees = event_separation(out / "nobank" / f"val_predictions_{extractor_run.history[-1].epoch}.csv",
                                 settings.seed, settings.seconds)
         result = BankGainResult(settings=settings, data=final / "data", extractor=final / "nobank" / extractor.name,
                                 extractor_map=float(extractor_run.val_map or 0.0), extractor_sees_event=sees,

@@ -33,7 +33,7 @@ class ContextCache:
 
         key = (index, flip)
         if key not in self.contexts:
-            clip = self.dataset.sample(index)["clip"]
+            clip, _ = self.dataset.clip(index, flip)  # the clip only: no second draw of boxes or bank window
             with torch.no_grad():
                 self.contexts[key] = self.model.context(clip[None].to(self.device))[0].cpu()
         return self.contexts[key]
