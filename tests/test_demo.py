@@ -163,10 +163,10 @@ def test_demo_feature_bank_stage_reports_both_models_as_the_evaluator_scores_the
         assert gain[key]["val_maps"][-1] == pytest.approx(scored[key].mAP, abs=1e-12)
         assert gain[key]["ap_watch"] == pytest.approx(scored[key].per_class[WATCH], abs=1e-12)
     assert gain["margin"] == pytest.approx(scored["bank"].mAP - scored["no_bank"].mAP, abs=1e-12)
-    if gain["extractor_sees_event"] >= 0.03:  # measured on the 2-core VM: +0.052, margin +0.064 (README)
-        assert gain["margin"] >= 0.03 and gain["margin_watch"] >= 0.2
-    else:  # an extractor that does not see the event (another CPU's rounding can give one): no gain to claim
-        assert abs(gain["margin"]) < 0.05
+    # Seed 0, 1 thread: +0.064 (AP watch 1.00 vs 0.62) on the 2-core VM with torch 2.13, +0.097 (1.00 vs
+    # 0.63) on an H200 host's CPU with torch 2.11 (README). An earlier rule keyed on how well the
+    # extractor sees the event would have failed there (+0.024 seen, +0.097 won): the margin is asserted.
+    assert gain["margin"] >= 0.03 and gain["margin_watch"] >= 0.2
     report = (out / "report.md").read_text()
     section = report.split("## Feature bank (ACFB)", 1)[1]
     assert f"| no bank | {100 * scored['no_bank'].mAP:.2f} |" in section
