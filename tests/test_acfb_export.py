@@ -255,15 +255,21 @@ def test_bench_cli_times_the_bank_head_over_m(acfb_export, tmp_path):
     """`acar-deploy bench EXPORT` of an acfb export: eager and ORT rows per requested M and actor count."""
     import json
 
+    from bank_support import write_bank
     from typer.testing import CliRunner
 
+    from acar_deploy.bench.bank import bank_geometry
     from acar_deploy.cli.main import app
+    from acar_deploy.model.config import get_config
 
     _, _, _, _, ckpt, export = acfb_export
     out = tmp_path / "bench"
+    g = bank_geometry(get_config("acfb_tiny"), (48, 64))
+    bank = write_bank(tmp_path / "bank", (g.channels, *g.size))
     result = CliRunner().invoke(app, ["bench", str(export), "--checkpoint", str(ckpt), "--size", "48x64",
                                       "--actors", "2,1", "--bank-entries", "6,0", "--iters", "1", "--warmup", "0",
-                                      "--threads", "1", "--out", str(out), "--format", "json"])
+                                      "--threads", "1", "--bank", str(bank), "--bank-keyframes", "2",
+                                      "--out", str(out), "--format", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "results.json").read_text())
     assert data["format"] == "acar-deploy-bench-bank" and json.loads(result.stdout)["runtimes"] == data["runtimes"]
@@ -272,6 +278,11 @@ def test_bench_cli_times_the_bank_head_over_m(acfb_export, tmp_path):
         assert [(p["entries"], p["actors"]) for p in runtime["points"]] == [(6, 2), (6, 1), (0, 2), (0, 1)]
         assert list(runtime["kv_per_entry_s"]) == ["6"] and runtime["points"][0]["head_s"]["mean"] > 0
     assert (out / "latency_vs_entries.png").stat().st_size > 0
+    replay = data["replay"]  # --bank: 2 keyframes of the bank's video, both runtimes, ORT's K/V stage timed
+    assert [k["timestamp"] for k in replay["keyframes"]] == [0, 1]
+    assert [r["name"] for r in replay["runtimes"]] == ["eager", "ort-fp32"]
+    assert all(len(r["samples_s"]) == 2 and r["kv_stage_s"] is not None for r in replay["runtimes"])
+    assert "## Replay of a real bank" in (out / "results.md").read_text()
 
 
 FP16_EPS = 2.0**-11  # unit roundoff of float16

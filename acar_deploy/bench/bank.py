@@ -22,10 +22,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from acar_deploy.bench.bank_replay import BankReplayResult, open_replay_bank, replay_video, run_replay
 from acar_deploy.bench.environment import collect_environment, load_average
 from acar_deploy.bench.inputs import context_shape, make_rois
 from acar_deploy.bench.latency import contention_note
@@ -184,6 +186,7 @@ class BankBenchResult:
     iterations: int
     wall_s: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    replay: BankReplayResult | None = None  # settings.bank: one real video's keyframes (bench/bank_replay.py)
 
     def runtime(self, name: str) -> BankRuntimeResult:
         return next(r for r in self.runtimes if r.name == name)
@@ -197,7 +200,9 @@ class BankBenchResult:
             "settings": {"engines": list(s.engines), "checkpoint": None if s.checkpoint is None else str(s.checkpoint),
                          "config": s.config, "bank_entries": list(s.bank_entries), "actors": list(s.actors),
                          "clips": s.clips, "size": list(s.size), "warmup": s.warmup, "iters": s.iters,
-                         "seconds": s.seconds, "threads": s.threads, "seed": s.seed},
+                         "seconds": s.seconds, "threads": s.threads, "seed": s.seed,
+                         "bank": None if s.bank is None else str(s.bank), "bank_video": s.bank_video,
+                         "bank_keyframes": s.bank_keyframes},
             "bank": {"entry_shape": [self.geometry.channels, *self.geometry.size], "depth": self.geometry.depth},
             "methodology": {
                 "feeds": "random bank entries of the export's entry shape; every box attends the M entries of its clip",
@@ -214,6 +219,7 @@ class BankBenchResult:
             "environment": self.environment,
             "runtimes": [r.to_dict() for r in self.runtimes],
             "notes": list(self.notes),
+            "replay": None if self.replay is None else self.replay.to_dict(),
         }
 
 
@@ -274,6 +280,8 @@ def benchmark_bank_runners(
     started = time.perf_counter()
     load_at_start = load_average()
     inputs = make_bank_inputs(settings, config)
+    replay_bank = None if settings.bank is None else open_replay_bank(Path(settings.bank), inputs.geometry)
+    replay_video_id = None if replay_bank is None else replay_video(replay_bank, settings.bank_video)
     names = list(runners)
     for runner in runners.values():
         runner.activate()
@@ -297,6 +305,12 @@ def benchmark_bank_runners(
                 _bank_iteration(runners[n], inputs, settings, max(1, settings.warmup) + iterations, samples[n])
             iterations += 1
             bar.advance(task)
+        replay = None
+        if replay_bank is not None and replay_video_id is not None:
+            bar.add_task(f"replay of {replay_video_id}", total=None)
+            replay = run_replay(runners, replay_bank, replay_video_id, int(config.head.bank_window),
+                                bool(config.head.bank_causal), inputs.clips[:1], settings.bank_keyframes,
+                                settings.warmup)
     runtimes = _summarise_bank(runners, samples, settings, sources or {})
     notes = []
     busiest = max((load[0] for load in (load_at_start, load_average()) if load), default=0.0)
@@ -310,6 +324,7 @@ def benchmark_bank_runners(
         iterations=iterations,
         wall_s=time.perf_counter() - started,
         notes=tuple(notes),
+        replay=replay,
     )
 
 

@@ -405,6 +405,9 @@ def run_benchmark(settings: BenchSettings, progress: bool = True) -> BenchResult
     runners, sources, config, model = open_benchmark_runners(settings)
     try:
         _check_engines_fit(settings, config)
+        if settings.bank is not None and config.head.type != "acfb":
+            raise InputError(f"--bank {settings.bank}: this model ({config.name}) has no bank head (head.type "
+                             f"{config.head.type!r}); --bank replays a bank through an acfb model")
         if config.head.type == "acfb":
             from acar_deploy.bench.bank import benchmark_bank_runners
 

@@ -44,6 +44,9 @@ class BenchSettings:
     force: bool = False
     plots: bool = True
     bank_entries: tuple[int, ...] = DEFAULT_BANK_ENTRIES  # acfb models only: M per keyframe
+    bank: Path | None = None  # acfb models only: an extracted bank whose video is replayed (bench/bank_replay.py)
+    bank_video: str | None = None  # the video to replay; None: the bank's video with the most entries
+    bank_keyframes: int | None = None  # replay at most this many keyframes; None: all
 
     def __post_init__(self) -> None:
         if not self.actors or min(self.actors) < 1:
@@ -66,6 +69,10 @@ class BenchSettings:
             raise InputError(f"--bank-entries must be integers >= 0, got {list(self.bank_entries)}")
         if len(set(self.bank_entries)) != len(self.bank_entries):
             raise InputError(f"--bank-entries has repeated values: {list(self.bank_entries)}")
+        if self.bank_keyframes is not None and self.bank_keyframes < 1:
+            raise InputError(f"--bank-keyframes must be >= 1, got {self.bank_keyframes}")
+        if self.bank is None and (self.bank_video is not None or self.bank_keyframes is not None):
+            raise InputError("--bank-video and --bank-keyframes need --bank BANK (the bank to replay)")
 
     @property
     def primary_actors(self) -> int:

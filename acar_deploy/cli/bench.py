@@ -43,7 +43,8 @@ def parse_actor_counts(text: str, option: str = "--actors", example: str = "8,1,
         "  acar-deploy bench engines/r50-ort-fp32 engines/r50-ort-int8 --config acar_r50 --actors 8 --iters 5\n\n"
         "  acar-deploy bench export/tiny --checkpoint tiny.pt --config acar_tiny --size 64x64 --time-budget 20 "
         "--out benchmarks/results/tiny --format json\n\n"
-        "  acar-deploy bench export/acfb engines/acfb-ort-fp16 --size 256x454 --actors 3 --bank-entries 0,8,32,64"
+        "  acar-deploy bench export/acfb engines/acfb-ort-fp16 --size 256x454 --actors 3 --bank-entries 0,8,32,64\n\n"
+        "  acar-deploy bench export/acfb --checkpoint acfb.pt --size 64x64 --bank banks/val --bank-keyframes 30"
     ),
 )
 @handle_errors
@@ -67,6 +68,16 @@ def bench(
     bank_entries: Annotated[
         str, typer.Option("--bank-entries", help="acfb models: bank entries per keyframe (M), comma-separated.")
     ] = ",".join(map(str, DEFAULT_BANK_ENTRIES)),
+    bank: Annotated[
+        Path | None,
+        typer.Option("--bank", help="acfb models: also replay one video of this extracted bank, keyframe by keyframe."),
+    ] = None,
+    bank_video: Annotated[
+        str | None, typer.Option("--bank-video", help="The video to replay (default: the one with the most entries).")
+    ] = None,
+    bank_keyframes: Annotated[
+        int | None, typer.Option("--bank-keyframes", min=1, help="Replay at most this many keyframes (default: all).")
+    ] = None,
     no_flops: Annotated[bool, typer.Option("--no-flops", help="Skip the FLOP count (saves one eager pass).")] = False,
     out: OptionalOut = None,
     output_format: Format = OutputFormat.text,
@@ -81,7 +92,9 @@ def bench(
     Reports mean / p50 / p90 / p99 / min / std per clip, throughput, the stage split, scaling with the
     number of actors, peak memory, achieved GFLOP/s and each engine's ratio to eager from this run.
     An acfb (feature-bank) model is timed per keyframe over --bank-entries instead: K/V precomputed,
-    the bank head alone and the K/V projection per entry (docs/benchmark-and-parity.md).
+    the bank head alone and the K/V projection per entry (docs/benchmark-and-parity.md). With --bank
+    it also replays one video of an extracted bank keyframe by keyframe: real window sizes, real boxes,
+    K/V projected only for entries new to each window (docs/bank.md).
     """
     from acar_deploy.bench.latency import BenchSettings, run_benchmark
     from acar_deploy.bench.report import markdown_report, report_files
@@ -102,6 +115,9 @@ def bench(
         threads=threads,
         seed=seed,
         bank_entries=parse_actor_counts(bank_entries, "--bank-entries", "0,8,32,64"),
+        bank=bank,
+        bank_video=bank_video,
+        bank_keyframes=bank_keyframes,
         count_flops=not no_flops,
         out=out,
         force=force,
