@@ -174,6 +174,16 @@ def test_demo_feature_bank_stage_reports_both_models_as_the_evaluator_scores_the
     assert f"| margin | **{100 * gain['margin']:+.2f}** |" in section
     commands = section.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
     assert len(commands) == 6 and all(str(out) in c for c in commands)
+    # the bank model exported and benchmarked with a val video of its bank replayed: the report's rows are
+    # the bench's results.json figures
+    bench = json.loads((out / "bank" / "bench" / "results.json").read_text())
+    assert bench["format"] == "acar-deploy-bench-bank" and (out / "export" / "acfb" / "bank.onnx").is_file()
+    replay = bench["replay"]
+    assert [r["name"] for r in replay["runtimes"]] == ["eager", "ort-fp32"]
+    assert len(replay["keyframes"]) == gain["seconds"] - 1  # every keyframe second of the video (1 .. seconds - 1)
+    deployed = section.split("### The bank model deployed", 1)[1]
+    for runtime in replay["runtimes"]:
+        assert f"| {runtime['name']} | {runtime['keyframe_s']['mean'] * 1e3:.1f} |" in deployed
     for line in commands:  # the reproduction commands parse with the options the CLI knows
         args = shlex.split(line)
         assert args[0] == "acar-deploy"
