@@ -66,7 +66,7 @@ if "$PY" -c "import tensorrt" 2> "$OUT/tensorrt_import.log"; then
     done
     if [ ${#ENGINES[@]} -gt 0 ]; then
       step bench_trt 120 "${CLI[@]}" bench "${ENGINES[@]}" --config "$CONFIG" --size "$SIZE" --actors "$ACTORS" \
-        --iters 20 --no-flops --out "$WORK/bench" --force --format json
+        --iters 20 --no-flops --eager-device cuda --out "$WORK/bench" --force --format json
     fi
   fi
 else

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,7 @@ from acar_deploy.bench.results import (
 from acar_deploy.bench.stats import LatencyStats, summarize
 from acar_deploy.engines.runners.base import Runner, RunnerOptions
 from acar_deploy.errors import InputError
+from acar_deploy.formats.enums import Runtime
 from acar_deploy.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -67,6 +68,26 @@ def bench_runner_options(threads: int) -> RunnerOptions:
     Spinning ORT threads would steal the cores from the runtime timed next in the interleaved loop.
     """
     return RunnerOptions(threads=threads, allow_spinning=False)
+
+
+def resolve_eager_device(setting: str, engines: Sequence[Runner], cuda_available: bool) -> str:
+    """The eager baseline's device: on the GPU when a TensorRT engine is timed (auto), so that the
+    ratios compare runtimes on one device, not a GPU engine with CPU PyTorch."""
+    if setting == "auto":
+        return "cuda" if cuda_available and any(r.runtime is Runtime.TRT for r in engines) else "cpu"
+    if setting.startswith("cuda") and not cuda_available:
+        raise InputError(f"--eager-device {setting}: torch sees no CUDA device on this machine; "
+                         "use --eager-device cpu (or auto)")
+    return setting
+
+
+def cross_device_note(eager_device: str, engines: Sequence[Runner]) -> str | None:
+    """A note when the eager baseline and a timed engine sit on different devices."""
+    gpu_engines = [r.name for r in engines if r.runtime is Runtime.TRT]
+    if gpu_engines and not eager_device.startswith("cuda"):
+        return (f"eager ran on the CPU while {', '.join(gpu_engines)} ran on the GPU: their x-eager ratios compare "
+                "devices, not runtimes (rerun with --eager-device cuda)")
+    return None
 
 
 def open_benchmark_runners(settings: BenchSettings) -> tuple[dict[str, Runner], dict[str, str], Any, Any]:
@@ -96,12 +117,19 @@ def open_benchmark_runners(settings: BenchSettings) -> tuple[dict[str, Runner], 
             config = _config_from_sources([s for s, _ in engine_runners])
         torch.manual_seed(settings.seed)
         model = build_model(config).eval()
+    import torch
+
+    device = resolve_eager_device(settings.eager_device, [r for _, r in engine_runners], torch.cuda.is_available())
     if config.head.type == "acfb":  # the bank head on precomputed K/V, as the engines run it
         from acar_deploy.bench.bank import EagerProjectedBankRunner
 
+        if device != "cpu" and settings.eager_device != "auto":
+            raise InputError(f"--eager-device {device}: the eager bank-head baseline runs on the CPU only; "
+                             "use --eager-device cpu")
+        device = "cpu"
         eager: Runner = EagerProjectedBankRunner(model, name=EAGER, options=options)
     else:
-        eager = EagerRunner(model, name=EAGER, options=options)
+        eager = EagerRunner(model, name=EAGER, options=replace(options, device=None if device == "cpu" else device))
     for source in settings.engines:
         if source in EAGER_BF16_ROWS and config.head.type == "acfb":
             raise InputError(f"{source}: bf16 eager rows are not available for an acfb (feature-bank) model")
@@ -418,6 +446,10 @@ def run_benchmark(settings: BenchSettings, progress: bool = True) -> BenchResult
     finally:
         for runner in runners.values():
             runner.close()
+    note = cross_device_note(str(runners[EAGER].metadata.get("device", "cpu")),
+                             [r for name, r in runners.items() if name != EAGER])
+    if note is not None:
+        result = replace(result, notes=(*result.notes, note))
     if settings.out is not None:
         from acar_deploy.bench.report import write_bench_report
 

@@ -5,6 +5,7 @@ Kept apart from the timing loop so the report, the CLI and the demo read results
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +48,7 @@ class BenchSettings:
     bank: Path | None = None  # acfb models only: an extracted bank whose video is replayed (bench/bank_replay.py)
     bank_video: str | None = None  # the video to replay; None: the bank's video with the most entries
     bank_keyframes: int | None = None  # replay at most this many keyframes; None: all
+    eager_device: str = "auto"  # the eager baseline's torch device: auto = cuda when a TensorRT engine is timed
 
     def __post_init__(self) -> None:
         if not self.actors or min(self.actors) < 1:
@@ -71,6 +73,8 @@ class BenchSettings:
             raise InputError(f"--bank-entries has repeated values: {list(self.bank_entries)}")
         if self.bank_keyframes is not None and self.bank_keyframes < 1:
             raise InputError(f"--bank-keyframes must be >= 1, got {self.bank_keyframes}")
+        if self.eager_device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.eager_device):
+            raise InputError(f"--eager-device must be auto, cpu, cuda or cuda:N, got {self.eager_device!r}")
         if self.bank is None and (self.bank_video is not None or self.bank_keyframes is not None):
             raise InputError("--bank-video and --bank-keyframes need --bank BANK (the bank to replay)")
 

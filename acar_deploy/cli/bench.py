@@ -78,6 +78,11 @@ def bench(
     bank_keyframes: Annotated[
         int | None, typer.Option("--bank-keyframes", min=1, help="Replay at most this many keyframes (default: all).")
     ] = None,
+    eager_device: Annotated[
+        str,
+        typer.Option("--eager-device", help="Device of the eager baseline: auto (cuda when a TensorRT engine is "
+                     "timed), cpu, cuda or cuda:N."),
+    ] = "auto",
     no_flops: Annotated[bool, typer.Option("--no-flops", help="Skip the FLOP count (saves one eager pass).")] = False,
     out: OptionalOut = None,
     output_format: Format = OutputFormat.text,
@@ -118,6 +123,7 @@ def bench(
         bank=bank,
         bank_video=bank_video,
         bank_keyframes=bank_keyframes,
+        eager_device=eager_device,
         count_flops=not no_flops,
         out=out,
         force=force,
