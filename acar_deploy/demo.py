@@ -344,15 +344,15 @@ def _run_stages(out: Path, final: Path, settings: DemoSettings) -> DemoResult:
                + " (then train, bank extract and train --bank: see the feature bank section)", bank_stage)
 
     export_bank, bank_bench_dir = out / "export" / "acfb", out / "bank" / "bench"
+    bank_checkpoint, val_bank = state["bank_gain"].bank.checkpoint, state["bank_gain"].val_bank
 
     def bank_deploy_stage() -> str:
-        gain = state["bank_gain"]
-        export_model(export_bank, gain.bank.checkpoint, None,
+        export_model(export_bank, bank_checkpoint, None,
                      ExportSettings(input_size=profile.bench_size, seed=settings.seed))
         bench = run_benchmark(
-            BenchSettings(engines=(str(export_bank),), checkpoint=gain.bank.checkpoint, actors=(2,),
+            BenchSettings(engines=(str(export_bank),), checkpoint=bank_checkpoint, actors=(2,),
                           bank_entries=(0, 16), size=profile.bench_size, iters=profile.bench_iters,
-                          threads=settings.threads, seed=settings.seed, count_flops=False, bank=gain.val_bank),
+                          threads=settings.threads, seed=settings.seed, count_flops=False, bank=val_bank),
             progress=False,
         )
         write_bench_report(bench, bank_bench_dir)
@@ -364,20 +364,15 @@ def _run_stages(out: Path, final: Path, settings: DemoSettings) -> DemoResult:
 
     size = "x".join(map(str, profile.bench_size))
     stages.run("feature bank export + bench",
-               _cmd("bench", export_bank, "--checkpoint", gain_checkpoint(state), "--size", size, "--actors", 2,
+               _cmd("bench", export_bank, "--checkpoint", bank_checkpoint, "--size", size, "--actors", 2,
                     "--bank-entries", "0,16", "--iters", profile.bench_iters, "--no-flops",
-                    "--bank", out / "bank" / "banks" / "val", "--out", bank_bench_dir)
-               + " (after " + _cmd("export", "--checkpoint", gain_checkpoint(state), "--size", size,
+                    "--bank", val_bank, "--out", bank_bench_dir)
+               + " (after " + _cmd("export", "--checkpoint", bank_checkpoint, "--size", size,
                                    "--out", export_bank) + ")", bank_deploy_stage)
 
     write_report(result, state, settings)
     _relocate_markdown(out, final)
     return result
-
-
-def gain_checkpoint(state: dict[str, Any]) -> Path:
-    """The bank model's checkpoint in the work folder (the stage's command names it before it runs)."""
-    return state["bank_gain"].bank.checkpoint
 
 
 def _relocate_markdown(work: Path, final: Path) -> None:
