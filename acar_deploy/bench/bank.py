@@ -62,6 +62,9 @@ class EagerProjectedBankRunner(Runner):
         self.model = self.model.eval().float()
         self.metadata["versions"]["torch"] = torch.__version__
 
+    def forget_bank_projections(self) -> None:
+        self.bank_cache.clear()
+
     def _close(self) -> None:
         self.bank_cache.clear()
 

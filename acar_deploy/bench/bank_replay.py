@@ -97,20 +97,19 @@ def replay_video(bank: FeatureBank, video: str | None) -> str:
 def replay_keyframes(bank: FeatureBank, video: str, half_width: int, causal: bool,
                      limit: int | None = None) -> list[tuple[ReplayKeyframe, np.ndarray, np.ndarray]]:
     """(keyframe, window entries `[M, C, h, w]` float32, rois `[A, 5]`) per distinct timestamp, in order."""
-    _, index = bank.arrays(video)
+    features, index = bank.arrays(video)
     timestamps = np.unique(index["timestamp"])
     if limit is not None:
         timestamps = timestamps[:limit]
     out = []
-    previous: set[int] = set()
+    previous = range(0)
     for t in timestamps.tolist():
-        window = bank.window(video, int(t), half_width, causal)
-        span = window_slice(index["timestamp"], int(t), half_width, causal)
-        rows = set(range(span.start, span.stop))
+        span = window_slice(index["timestamp"], int(t), half_width, causal)  # FeatureBank.window's rows
+        rows = range(span.start, span.stop)
         boxes = index["box"][index["timestamp"] == t]
         rois = np.concatenate([np.zeros((len(boxes), 1), np.float32), boxes.astype(np.float32)], 1)
-        keyframe = ReplayKeyframe(int(t), len(boxes), len(window), len(rows - previous))
-        out.append((keyframe, window.features.astype(np.float32), rois))
+        keyframe = ReplayKeyframe(int(t), len(boxes), len(rows), len(set(rows) - set(previous)))
+        out.append((keyframe, np.asarray(features[span], np.float32), rois))
         previous = rows
     return out
 
@@ -124,7 +123,7 @@ def run_replay(runners: Mapping[str, Runner], bank: FeatureBank, video: str, hal
     for runner in runners.values():  # warm-up on the first keyframes, then start from a cold cache
         for _, entries, rois in plan[:max(1, warmup)]:
             runner.infer(_feeds(clip, entries, rois))
-        _clear_cache(runner)
+        runner.forget_bank_projections()
     seconds: dict[str, list[float]] = {n: [] for n in runners}
     kv: dict[str, list[float]] = {n: [] for n in runners}
     names = list(runners)
@@ -147,12 +146,6 @@ def run_replay(runners: Mapping[str, Runner], bank: FeatureBank, video: str, hal
 def _feeds(clip: np.ndarray, entries: np.ndarray, rois: np.ndarray) -> dict[str, np.ndarray]:
     return {"clips": clip, "rois": rois, "bank_entries": entries,
             "bank_window": np.ones((len(rois), len(entries)), bool)}
-
-
-def _clear_cache(runner: Runner) -> None:
-    cache = getattr(runner, "bank_cache", None)
-    if cache is not None:
-        cache.clear()
 
 
 __all__ = ["BankReplayResult", "ReplayKeyframe", "ReplayRuntime", "open_replay_bank", "replay_keyframes",

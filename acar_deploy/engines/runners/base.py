@@ -186,6 +186,10 @@ class Runner:
         `project_bank` runs the bank_kv part alone."""
         return self.supports_bank and type(self)._infer_bank_projected is not Runner._infer_bank_projected
 
+    def forget_bank_projections(self) -> None:
+        """Drop the K/V this runner cached per bank entry, so that the next keyframe starts cold (a new
+        video, or a timing that must include the projection). Runners without a cache have nothing to drop."""
+
     # --- inference -----------------------------------------------------------------------------
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`{"clips", "rois"}` -> `{"logits", "scores"}`; an acfb model also takes its bank window:

@@ -22,6 +22,9 @@ class GraphPartRunner(ExportedPartsLayout, Runner):
     path: Path
     bank_cache: BankProjectionCache
 
+    def forget_bank_projections(self) -> None:
+        self.bank_cache.clear()
+
     def _run(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 

@@ -278,6 +278,9 @@ class TrtRunner(ExportedPartsLayout, Runner):
         self.metadata["versions"].update({"tensorrt": trt.__version__, "torch": torch.__version__,
                                           "cuda": torch.version.cuda})
 
+    def forget_bank_projections(self) -> None:
+        self.bank_cache.clear()
+
     def _close(self) -> None:
         self._graphs.clear()
         self._engines.clear()
