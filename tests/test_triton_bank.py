@@ -320,3 +320,49 @@ def test_cli_writes_a_bank_set(acfb, tmp_path):
         "acar", "acar_backbone", "acar_bank_head", "acar_bank_kv"]
     params = {k: v.string_value for k, v in _parse_config(out / "acar").parameters.items()}
     assert params["bank_cache_entries"] == "8"
+
+
+def test_ort_fp16_engine_of_the_acfb_export_is_served(acfb, tmp_path, monkeypatch):
+    """An ONNX Runtime fp16 engine folder of the acfb export: its three graphs are the set's models and
+    the pipeline's logits stay within the fp16 bound docs/bank.md gives for this engine against eager."""
+    engines = pytest.importorskip("acar_deploy.engines")
+    eager, export, _ = acfb
+    engine = tmp_path / "acfb-ort-fp16"
+    engines.build_engine(engines.BuildSettings(export, runtime="ort", precision="fp16", out_dir=engine), progress=False)
+    root = build_model_repository(export, tmp_path / "repo", engines=(engine,),
+                                  settings=TritonSettings(kind=InstanceKind.cpu)).path
+    for model, file in PARTS.items():
+        assert (root / model / "1" / "model.onnx").read_bytes() == (engine / file).read_bytes()
+        assert _config_io(_parse_config(root / model)) == _graph_io(root / model / "1" / "model.onnx")
+    calls: list = []
+    pb = _fake_pb_utils(root, calls)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    spec = importlib.util.spec_from_file_location("acar_bank_fp16_triton_model", root / "acar" / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(
+        json_format.MessageToDict(_parse_config(root / "acar"), preserving_proto_field_name=True))})
+    clips, rois, entries, window = bank_request(seed=6)
+    want = eager_logits(eager, clips, rois, entries, window)
+    got = _logits(_ask(model, pb, clips, rois, bank_window=window, bank_entries=entries))
+    np.testing.assert_allclose(got, want, rtol=0, atol=20 * 2**-11 * np.abs(want).max() + 1e-5)
+    assert [c.model_name for c in calls] == ["acar_backbone", "acar_bank_kv", "acar_bank_head"]
+
+
+def test_openvino_engine_of_the_acfb_export_feeds_an_empty_window_as_one_masked_entry(acfb, tmp_path):
+    """Config only (this test has no OpenVINO backend): IR models, and `bank_head_min_entries` 1
+    because OpenVINO's bank_head is wrong at M = 0 (docs/bank.md)."""
+    pytest.importorskip("openvino")
+    engines = pytest.importorskip("acar_deploy.engines")
+    _, export, _ = acfb
+    engine = tmp_path / "acfb-openvino-fp32"
+    engines.build_engine(engines.BuildSettings(export, runtime="openvino", precision="fp32", out_dir=engine),
+                         progress=False)
+    repo = build_model_repository(export, tmp_path / "repo", engines=(engine,),
+                                  settings=TritonSettings(kind=InstanceKind.cpu))
+    assert {m.name: m.platform for m in repo.models if m.name != "acar"} == {
+        "acar_backbone": "openvino", "acar_bank_kv": "openvino", "acar_bank_head": "openvino"}
+    assert _config_io(_parse_config(repo.path / "acar_bank_head")) == _graph_io(export / "bank.onnx")
+    params = {k: v.string_value for k, v in _parse_config(repo.path / "acar").parameters.items()}
+    assert params["bank_head_min_entries"] == "1"
