@@ -23,6 +23,8 @@ DEFAULT_PORTS = {TritonProtocol.http: 8000, TritonProtocol.grpc: 8001}
     help="Write a Triton Inference Server model repository from an export (and engine) folder.\n\n"
     "Three models: NAME_backbone and NAME_head (ONNX Runtime, or TensorRT plans / OpenVINO IR from --engines) and NAME, "
     "a Python model that runs backbone then head and skips both for a clip with zero boxes. "
+    "An acfb (feature-bank) export gives NAME_backbone, NAME_bank_kv, NAME_bank_head and NAME, whose requests "
+    "also carry bank_window and either bank_entries or stored bank_keys + bank_values (docs/serving.md). "
     "--out is the model repository folder.\n\n"
     "Examples:\n\n"
     "  acar-deploy triton export/acar_r50 --out model_repository\n\n"

@@ -26,9 +26,10 @@ from acar_deploy import __version__
 from acar_deploy.artifacts import atomic_dir, sha256_file, write_json
 from acar_deploy.errors import InputError, MissingExtraError
 from acar_deploy.formats import EngineRecord, ExportManifest, GraphPartRecord
+from acar_deploy.formats.manifest import BANK_PARTS
 
 PARTS = ("backbone", "head")
-BANK_SET_PARTS = ("backbone", "bank_kv", "bank_head")  # an acfb export's set (BANK_PARTS in formats.manifest)
+BANK_SET_PARTS = ("backbone", *BANK_PARTS)  # an acfb export's set: backbone, bank_kv, bank_head
 PART_TENSORS = {
     "backbone": (("clips",), ("context",)),
     "head": (("context", "rois"), ("logits",)),
