@@ -139,7 +139,8 @@ def test_tensorrt_bank_plans_are_config_checked(acfb, tmp_path):
         parts[part] = {**manifest["parts"][part], "file": file, "sha256": hashlib.sha256(data).hexdigest()}
     (engine / "engine.json").write_text(json.dumps({
         "format": "acar-deploy-engine", "format_version": 1, "runtime": "trt", "precision": "fp16", "parts": parts,
-        "settings": {"trt": {"clips": {"min": 1, "opt": 1, "max": 4}, "rois": {"min": 1, "opt": 8, "max": 32}}}}))
+        "settings": {"trt": {"clips": {"min": 1, "opt": 1, "max": 4}, "rois": {"min": 1, "opt": 8, "max": 32},
+                             "bank_entries": {"min": 1, "opt": 64, "max": 256}}}}))
     (engine / "manifest.json").write_text(json.dumps(manifest))
     repo = build_model_repository(export, tmp_path / "repo", engines=(engine,),
                                   settings=TritonSettings(kind=InstanceKind.gpu, max_batch=4))
@@ -151,6 +152,7 @@ def test_tensorrt_bank_plans_are_config_checked(acfb, tmp_path):
     assert _config_io(head) == _graph_io(export / "bank.onnx")
     params = {k: v.string_value for k, v in _parse_config(repo.path / "acar").parameters.items()}
     assert params["bank_head_min_entries"] == "1" and params["head_max_rois"] == "32"
+    assert params["bank_max_entries"] == "256"
 
 
 def test_export_without_bank_parts_is_refused(acfb, tmp_path):
@@ -304,6 +306,9 @@ def test_bad_bank_requests_are_error_responses(pipeline):
         assert response.has_error() and message in response.error().message(), (message, response.error())
     assert calls == []
     assert not _ask(model, pb, clips, rois, bank_window=window, bank_entries=entries).has_error()
+    limited = init(bank_max_entries="5")  # a TensorRT bank_head's profile max M
+    response = _ask(limited, pb, clips, rois, bank_window=window, bank_entries=entries)
+    assert "6 bank entries exceed the bank engines' profile max of 5" in response.error().message()
 
 
 def test_cli_writes_a_bank_set(acfb, tmp_path):

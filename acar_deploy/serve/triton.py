@@ -124,6 +124,7 @@ class PartSource:
     outputs: tuple[TritonTensor, ...]
     max_clips: int = 0  # a TensorRT plan's optimization-profile max for B (0: no limit known)
     max_rois: int = 0  # ... and for R
+    max_entries: int = 0  # ... and for M of the bank parts (settings.trt.bank_entries)
     parameters: tuple[tuple[str, str], ...] = ()  # backend parameters (the OpenVINO compile options)
 
     @property
@@ -259,9 +260,8 @@ def _engine_parts(engine_dir: Path, export_manifest: ExportManifest) -> dict[str
                 parts[part] = PartSource(part, path, OPENVINO_BACKEND, label or engine_dir.name, inputs, outputs,
                                          parameters=openvino_parameters(engine.openvino["compile_options"]))
                 continue
-            parts[part] = PartSource(
-                part, path, "tensorrt_plan", label or engine_dir.name, inputs, outputs, max_clips, max_rois
-            )
+            parts[part] = PartSource(part, path, "tensorrt_plan", label or engine_dir.name, inputs, outputs, max_clips,
+                                     max_rois, engine.profile_max("bank_entries") if part in BANK_PARTS else 0)
         elif path.suffix == ".onnx":
             inputs, outputs = onnx_io(path)
             parts[part] = PartSource(part, path, "onnxruntime_onnx", label or engine_dir.name, inputs, outputs)
@@ -481,6 +481,7 @@ def pipeline_config(
             # TensorRT profiles start at M = 1 and OpenVINO's bank_head is wrong at M = 0 (docs/bank.md):
             # an empty window then runs as one all-masked zero entry, as their runners do.
             "bank_head_min_entries": "0" if head.platform == "onnxruntime_onnx" else "1",
+            "bank_max_entries": str(head.max_entries),  # a TensorRT bank_head's profile max M (0: none)
         })
     else:
         parameters["head_model"] = f"{name}_head"

@@ -101,6 +101,7 @@ class TritonPythonModel:
             self.entry_shape = tuple(int(d) for d in json.loads(params["bank_entry_shape"]))
             self.bank_depth = int(params["bank_depth"])
             self.bank_head_min_entries = int(params.get("bank_head_min_entries", "0"))
+            self.bank_max_entries = int(params.get("bank_max_entries", "0"))
             self.kv_cache = KeyValueCache(int(params.get("bank_cache_entries", "1024")))
         self.num_classes = int(params["num_classes"])
         self.num_pose_classes = int(params["num_pose_classes"])
@@ -159,6 +160,9 @@ class TritonPythonModel:
             raise RequestError(f"bank_window must be bool [R, M] with R = {boxes} boxes, got {window.dtype} "
                                f"{list(window.shape)}")
         count = window.shape[1]
+        if self.bank_max_entries and count > self.bank_max_entries:
+            raise RequestError(f"{count} bank entries exceed the bank engines' profile max of {self.bank_max_entries} "
+                               "entries per call")
         if entries is not None:
             if entries.shape != (count, *self.entry_shape):
                 raise RequestError(f"bank_entries must be [M, {', '.join(map(str, self.entry_shape))}] with M = "
