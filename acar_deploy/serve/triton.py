@@ -36,8 +36,6 @@ PART_TENSORS = {
     "bank_kv": (("bank_entries",), ("bank_keys", "bank_values")),
     "bank_head": (("context", "rois", "bank_keys", "bank_values", "bank_window"), ("logits",)),
 }
-# The pipeline's bank inputs: the window, and either the entries or their stored keys and values.
-BANK_OPTIONAL_INPUTS = ("bank_entries", "bank_keys", "bank_values")
 DEFAULT_BANK_CACHE_ENTRIES = 1024  # K/V kept per pipeline instance (R50: ~0.8 MB each at depth 2)
 # AVA ids 1..14 are the PERSON_MOVEMENT (pose) classes; exactly one of them applies to a person.
 AVA_POSE_MAX_ID = 14
