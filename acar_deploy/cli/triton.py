@@ -12,7 +12,7 @@ from acar_deploy.cli.errors import handle_errors
 from acar_deploy.cli.options import Force, Format, Out, OutputFormat
 from acar_deploy.jsonout import dumps
 from acar_deploy.progress import progress_bar
-from acar_deploy.serve.triton import InstanceKind
+from acar_deploy.serve.triton import DEFAULT_BANK_CACHE_ENTRIES, InstanceKind
 from acar_deploy.serve.triton_client import TritonProtocol
 
 DEFAULT_PORTS = {TritonProtocol.http: 8000, TritonProtocol.grpc: 8001}
@@ -23,6 +23,8 @@ DEFAULT_PORTS = {TritonProtocol.http: 8000, TritonProtocol.grpc: 8001}
     help="Write a Triton Inference Server model repository from an export (and engine) folder.\n\n"
     "Three models: NAME_backbone and NAME_head (ONNX Runtime, or TensorRT plans / OpenVINO IR from --engines) and NAME, "
     "a Python model that runs backbone then head and skips both for a clip with zero boxes. "
+    "An acfb (feature-bank) export gives NAME_backbone, NAME_bank_kv, NAME_bank_head and NAME, whose requests "
+    "also carry bank_window and either bank_entries or stored bank_keys + bank_values (docs/serving.md). "
     "--out is the model repository folder.\n\n"
     "Examples:\n\n"
     "  acar-deploy triton export/acar_r50 --out model_repository\n\n"
@@ -31,7 +33,8 @@ DEFAULT_PORTS = {TritonProtocol.http: 8000, TritonProtocol.grpc: 8001}
 )
 @handle_errors
 def triton_command(
-    export: Annotated[Path, typer.Argument(help="Export folder with backbone.onnx, head.onnx, manifest.json.")],
+    export: Annotated[Path, typer.Argument(help="Export folder with backbone.onnx, head.onnx, manifest.json "
+                                                "(an acfb export: backbone, bank_kv, bank_head).")],
     out: Out = Path("model_repository"),
     engines: Annotated[
         list[Path] | None,
@@ -54,13 +57,20 @@ def triton_command(
             "or cpu / gpu to force KIND_CPU / KIND_GPU.",
         ),
     ] = InstanceKind.auto,
-    name: Annotated[str, typer.Option("--name", help="Pipeline model name; parts get _backbone / _head.")] = "acar",
+    name: Annotated[str, typer.Option("--name", help="Pipeline model name; parts get _backbone / _head "
+                                                     "(acfb: _backbone / _bank_kv / _bank_head).")] = "acar",
+    bank_cache: Annotated[
+        int, typer.Option("--bank-cache", min=0, help="acfb exports: bank entries whose keys/values each pipeline "
+                          "instance keeps (least recently used out), so an entry is projected once while it stays "
+                          "in the windows of consecutive keyframes.")
+    ] = DEFAULT_BANK_CACHE_ENTRIES,
     force: Force = False,
     output_format: Format = OutputFormat.text,
 ) -> None:
     from acar_deploy.serve.triton import TritonSettings, build_model_repository
 
-    settings = TritonSettings(name=name, max_batch=max_batch, instances=instances, kind=kind)
+    settings = TritonSettings(name=name, max_batch=max_batch, instances=instances, kind=kind,
+                              bank_cache_entries=bank_cache)
     with progress_bar(output_format is OutputFormat.text) as bar:
         bar.add_task(f"writing {out}", total=None)
         repo = build_model_repository(export, out, engines=tuple(engines or ()), settings=settings, force=force)

@@ -19,6 +19,7 @@ _EXPORTS = {
     "TritonProtocol": "acar_deploy.serve.triton_client",
     "BoxActions": "acar_deploy.serve.triton_client",
     "infer_pipeline": "acar_deploy.serve.triton_client",
+    "BankFeeds": "acar_deploy.serve.triton_client",
     "ServeSettings": "acar_deploy.serve.local_triton",
     "TritonServerProcess": "acar_deploy.serve.local_triton",
     "find_runtime": "acar_deploy.serve.local_triton",

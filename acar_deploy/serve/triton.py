@@ -6,6 +6,9 @@ or an ONNX Runtime int8/fp16 engine folder, `tensorrt_plan` from a TensorRT engi
 `<name>`, a Python-backend model that calls backbone then head through BLS and skips both for a clip
 with zero boxes (see `triton_python_model.py` for why this is not an ensemble). One engine folder
 replaces the export's graphs; several engine folders give one set each, `<name>_<runtime>_<precision>`.
+An acfb (feature-bank) export gives a bank set instead: `<name>_backbone`, `<name>_bank_kv`,
+`<name>_bank_head` and the pipeline `<name>`, which takes each keyframe's bank window as either its entries
+(projected by `bank_kv`, once per entry thanks to the pipeline's K/V cache) or stored keys and values.
 Every `config.pbtxt` is a tritonclient `ModelConfig` protobuf message serialised with `text_format`.
 """
 
@@ -23,9 +26,17 @@ from acar_deploy import __version__
 from acar_deploy.artifacts import atomic_dir, sha256_file, write_json
 from acar_deploy.errors import InputError, MissingExtraError
 from acar_deploy.formats import EngineRecord, ExportManifest, GraphPartRecord
+from acar_deploy.formats.manifest import BANK_PARTS
 
 PARTS = ("backbone", "head")
-PART_TENSORS = {"backbone": (("clips",), ("context",)), "head": (("context", "rois"), ("logits",))}
+BANK_SET_PARTS = ("backbone", *BANK_PARTS)  # an acfb export's set: backbone, bank_kv, bank_head
+PART_TENSORS = {
+    "backbone": (("clips",), ("context",)),
+    "head": (("context", "rois"), ("logits",)),
+    "bank_kv": (("bank_entries",), ("bank_keys", "bank_values")),
+    "bank_head": (("context", "rois", "bank_keys", "bank_values", "bank_window"), ("logits",)),
+}
+DEFAULT_BANK_CACHE_ENTRIES = 1024  # K/V kept per pipeline instance (R50: ~0.8 MB each at depth 2)
 # AVA ids 1..14 are the PERSON_MOVEMENT (pose) classes; exactly one of them applies to a person.
 AVA_POSE_MAX_ID = 14
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
@@ -79,12 +90,15 @@ class TritonSettings:
     instances: int = 1
     kind: InstanceKind = InstanceKind.auto
     max_queue_delay_us: int = 2000
+    bank_cache_entries: int = DEFAULT_BANK_CACHE_ENTRIES  # acfb sets: bank entries whose K/V a pipeline keeps
 
     def __post_init__(self) -> None:
         if self.max_batch < 0 or self.instances < 1 or self.max_queue_delay_us < 0:
             raise InputError(
                 f"--max-batch must be >= 0 and --instances >= 1 (got {self.max_batch}, {self.instances})"
             )
+        if self.bank_cache_entries < 0:
+            raise InputError(f"--bank-cache must be >= 0 entries (got {self.bank_cache_entries})")
         if not self.name.replace("_", "").replace("-", "").isalnum():
             raise InputError(f"model name {self.name!r} must be letters, digits, '_' or '-'")
 
@@ -100,7 +114,7 @@ class TritonTensor:
 class PartSource:
     """Where one part (backbone or head) of the repository comes from."""
 
-    part: str
+    part: str  # backbone, head, bank_kv or bank_head
     path: Path
     platform: str  # "onnxruntime_onnx", "tensorrt_plan" or "openvino" (the backend)
     origin: str  # "export" or the engine folder's runtime-precision label
@@ -108,6 +122,7 @@ class PartSource:
     outputs: tuple[TritonTensor, ...]
     max_clips: int = 0  # a TensorRT plan's optimization-profile max for B (0: no limit known)
     max_rois: int = 0  # ... and for R
+    max_entries: int = 0  # ... and for M of the bank parts (settings.trt.bank_entries)
     parameters: tuple[tuple[str, str], ...] = ()  # backend parameters (the OpenVINO compile options)
 
     @property
@@ -187,15 +202,21 @@ def _check_tensor_names(source: PartSource) -> None:
         )
 
 
+def served_parts(manifest: ExportManifest) -> tuple[str, ...]:
+    """backbone + head, or backbone + bank_kv + bank_head for an acfb (feature-bank) export."""
+    return BANK_SET_PARTS if manifest.bank_geometry() is not None else PARTS
+
+
 def _export_parts(export_dir: Path) -> tuple[ExportManifest, dict[str, PartSource]]:
     export = ExportManifest.load(export_dir)
     export.verify_graphs()
     parts = {}
-    for part in PARTS:
+    for part in served_parts(export):
         if part not in export.parts:
+            graphs = "backbone, bank_kv and bank_head" if part in BANK_SET_PARTS[1:] else "backbone and head"
             raise InputError(
                 f"{export.path}: no {part} part (has {sorted(export.parts)}); Triton serves the "
-                "split graphs: re-export with the backbone and head parts (split or all)"
+                f"split graphs: re-export with the {graphs} parts (split or all)"
             )
         path = export.graph_path(part)
         inputs, outputs = onnx_io(path)
@@ -204,8 +225,8 @@ def _export_parts(export_dir: Path) -> tuple[ExportManifest, dict[str, PartSourc
 
 
 def _engine_parts(engine_dir: Path, export_manifest: ExportManifest) -> dict[str, PartSource]:
-    """The backbone/head an engine folder lists in engine.json: `.plan` -> TensorRT, `.onnx` -> ORT,
-    `.xml` (OpenVINO IR, with its `.bin`) -> Triton's OpenVINO backend."""
+    """The parts (backbone/head, or backbone/bank_kv/bank_head) an engine folder lists in engine.json:
+    `.plan` -> TensorRT, `.onnx` -> ORT, `.xml` (OpenVINO IR, with its `.bin`) -> Triton's OpenVINO backend."""
     engine = EngineRecord.load(engine_dir)
     engine.verify_graphs()
     copy = engine.export_manifest
@@ -219,7 +240,8 @@ def _engine_parts(engine_dir: Path, export_manifest: ExportManifest) -> dict[str
     max_clips = engine.profile_max("clips")
     max_rois = engine.profile_max("rois")
     parts = {}
-    for part in PARTS:
+    wanted = served_parts(export_manifest)
+    for part in wanted:
         if part not in engine.parts:
             continue
         path = engine.graph_path(part)
@@ -236,9 +258,8 @@ def _engine_parts(engine_dir: Path, export_manifest: ExportManifest) -> dict[str
                 parts[part] = PartSource(part, path, OPENVINO_BACKEND, label or engine_dir.name, inputs, outputs,
                                          parameters=openvino_parameters(engine.openvino["compile_options"]))
                 continue
-            parts[part] = PartSource(
-                part, path, "tensorrt_plan", label or engine_dir.name, inputs, outputs, max_clips, max_rois
-            )
+            parts[part] = PartSource(part, path, "tensorrt_plan", label or engine_dir.name, inputs, outputs, max_clips,
+                                     max_rois, engine.profile_max("bank_entries") if part in BANK_PARTS else 0)
         elif path.suffix == ".onnx":
             inputs, outputs = onnx_io(path)
             parts[part] = PartSource(part, path, "onnxruntime_onnx", label or engine_dir.name, inputs, outputs)
@@ -246,7 +267,8 @@ def _engine_parts(engine_dir: Path, export_manifest: ExportManifest) -> dict[str
             raise InputError(f"{path}: Triton serves .plan (TensorRT), .xml (OpenVINO) or .onnx engine files, "
                              f"not {path.suffix!r}")
     if not parts:
-        raise InputError(f"{engine_dir}: holds no backbone/head part (only {sorted(engine.parts)}); build split engines")
+        raise InputError(f"{engine_dir}: holds no {'/'.join(wanted)} part (only {sorted(engine.parts)}); "
+                         "build split engines")
     return parts
 
 
@@ -262,11 +284,15 @@ def openvino_parameters(compile_options: dict[str, Any]) -> tuple[tuple[str, str
 
 @dataclass(frozen=True)
 class ModelSet:
-    """One pipeline model and the backbone/head models it calls."""
+    """One pipeline model and the backbone/head (or backbone/bank_kv/bank_head) models it calls."""
 
     name: str
     origin: str
     parts: dict[str, PartSource]
+
+    @property
+    def bank(self) -> bool:
+        return "bank_head" in self.parts
 
 
 def _engine_label(engine_dir: Path) -> str:
@@ -356,17 +382,36 @@ def backbone_config(source: PartSource, settings: TritonSettings, name: str):
     return config
 
 
-def head_config(source: PartSource, settings: TritonSettings, name: str):
-    """No batch dim: `rois` [R, 5] indexes clips of `context` [B, ...], so max_batch_size is 0."""
+def _unbatched_config(source: PartSource, settings: TritonSettings, name: str):
+    """max_batch_size 0 with the part's tensors as PART_TENSORS names them (dims as the graph has them)."""
     pb = _model_config_module()
-    config = _new_config(pb, source, f"{name}_head", 0)
-    for spec in (_by_name(source.inputs, "context"), _by_name(source.inputs, "rois")):
-        fields = _tensor(spec)
-        config.input.add(name=fields["name"], data_type=pb.DataType.Value(fields["data_type"]), dims=fields["dims"])
-    fields = _tensor(_by_name(source.outputs, "logits"))
-    config.output.add(name="logits", data_type=pb.DataType.Value(fields["data_type"]), dims=fields["dims"])
+    config = _new_config(pb, source, name, 0)
+    inputs, outputs = PART_TENSORS[source.part]
+    for names, specs, target in ((inputs, source.inputs, config.input), (outputs, source.outputs, config.output)):
+        for tensor in names:
+            fields = _tensor(_by_name(specs, tensor))
+            target.add(name=tensor, data_type=pb.DataType.Value(fields["data_type"]), dims=fields["dims"])
     _add_instances(pb, config, source, settings)
     return config
+
+
+def head_config(source: PartSource, settings: TritonSettings, name: str):
+    """No batch dim: `rois` [R, 5] indexes clips of `context` [B, ...], so max_batch_size is 0."""
+    return _unbatched_config(source, settings, f"{name}_head")
+
+
+def bank_kv_config(source: PartSource, settings: TritonSettings, name: str):
+    """bank_entries [M, C, h, w] -> bank_keys, bank_values [depth, M, C, h, w]; unbatched: M is the
+    pipeline's count of entries new to its K/V cache, one call per request."""
+    return _unbatched_config(source, settings, f"{name}_bank_kv")
+
+
+def bank_head_config(source: PartSource, settings: TritonSettings, name: str):
+    """context, rois, bank_keys, bank_values, bank_window [R, M] -> logits; unbatched like the head."""
+    return _unbatched_config(source, settings, f"{name}_bank_head")
+
+
+PART_CONFIGS = {"head": head_config, "bank_kv": bank_kv_config, "bank_head": bank_head_config}
 
 
 def num_pose_classes(classes: list[dict[str, Any]]) -> int:
@@ -380,11 +425,17 @@ def pipeline_config(
     backbone_max_batch: int,
     name: str | None = None,
 ):
-    """The Python (BLS) model; it runs on CPU and leaves the device work to the two models it calls."""
+    """The Python (BLS) model; it runs on CPU and leaves the device work to the models it calls.
+
+    A bank set's pipeline also takes `bank_window` [R, M] bool and, as optional inputs, either
+    `bank_entries` [M, C, h, w] or `bank_keys` + `bank_values` [depth, M, C, h, w].
+    """
     pb = _model_config_module()
+    bank = "bank_head" in parts
+    head = parts["bank_head" if bank else "head"]
     clips = _by_name(parts["backbone"].inputs, "clips")
-    rois = _by_name(parts["head"].inputs, "rois")
-    logits = _by_name(parts["head"].outputs, "logits")
+    rois = _by_name(head.inputs, "rois")
+    logits = _by_name(head.outputs, "logits")
     classes = manifest.classes
     num_classes = logits.dims[-1]
     if num_classes > 0 and len(classes) != num_classes:
@@ -393,17 +444,22 @@ def pipeline_config(
         )
     name = name or settings.name
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=0)
-    for spec in (clips, rois):
+    inputs = [(clips, False), (rois, False)]
+    if bank:
+        entries = _by_name(parts["bank_kv"].inputs, "bank_entries")
+        keys, values = (_by_name(head.inputs, n) for n in ("bank_keys", "bank_values"))
+        inputs += [(_by_name(head.inputs, "bank_window"), False), (entries, True), (keys, True), (values, True)]
+    for spec, optional in inputs:
         fields = _tensor(spec)
-        config.input.add(name=spec.name, data_type=pb.DataType.Value(fields["data_type"]), dims=list(spec.dims))
+        config.input.add(name=spec.name, data_type=pb.DataType.Value(fields["data_type"]), dims=list(spec.dims),
+                         optional=optional)
     for output in ("logits", "scores"):
         config.output.add(name=output, data_type=pb.TYPE_FP32, dims=list(logits.dims), label_filename=LABELS_FILE)
     config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=settings.instances)
     parameters = {
         "backbone_model": f"{name}_backbone",
-        "head_model": f"{name}_head",
         "backbone_max_batch": str(backbone_max_batch),
-        "head_max_rois": str(parts["head"].max_rois),
+        "head_max_rois": str(head.max_rois),
         "num_classes": str(len(classes)),
         "num_pose_classes": str(num_pose_classes(classes)),
         "class_ids": json.dumps([int(c["id"]) for c in classes]),
@@ -412,6 +468,21 @@ def pipeline_config(
         "input_size": json.dumps(list(manifest.input_size)),
         "normalization": json.dumps(manifest.normalization.to_dict()),
     }
+    if bank:
+        geometry = manifest.bank_geometry()
+        parameters.update({
+            "bank_kv_model": f"{name}_bank_kv",
+            "bank_head_model": f"{name}_bank_head",
+            "bank_entry_shape": json.dumps([geometry.channels, *geometry.size]),
+            "bank_depth": str(geometry.depth),
+            "bank_cache_entries": str(settings.bank_cache_entries),
+            # TensorRT profiles start at M = 1 and OpenVINO's bank_head is wrong at M = 0 (docs/bank.md):
+            # an empty window then runs as one all-masked zero entry, as their runners do.
+            "bank_head_min_entries": "0" if head.platform == "onnxruntime_onnx" else "1",
+            "bank_max_entries": str(head.max_entries),  # a TensorRT bank_head's profile max M (0: none)
+        })
+    else:
+        parameters["head_model"] = f"{name}_head"
     for key, value in parameters.items():
         config.parameters[key].string_value = value
     return config
@@ -475,7 +546,10 @@ def _write_model_set(
     engines: tuple[str | Path, ...],
 ) -> list[TritonModelEntry]:
     backbone = backbone_config(model_set.parts["backbone"], settings, model_set.name)
-    configs = {"backbone": backbone, "head": head_config(model_set.parts["head"], settings, model_set.name)}
+    configs = {"backbone": backbone}
+    for part, source in model_set.parts.items():
+        if part != "backbone":
+            configs[part] = PART_CONFIGS[part](source, settings, model_set.name)
     # The pipeline rejects a batch the backbone cannot take with a clear message, not a backend error.
     max_clips = backbone.max_batch_size or model_set.parts["backbone"].max_clips
     pipeline = pipeline_config(model_set.parts, manifest, settings, max_clips, model_set.name)
@@ -516,6 +590,7 @@ def _write_model_set(
             "export": str(export_dir),
             "engines": [str(e) for e in engines],
             "served_from": model_set.origin,
+            "bank": model_set.bank,  # an acfb set: the pipeline takes bank_window and entries or K/V
             "export_model": manifest.model_name,
             "checkpoint_sha256": manifest.checkpoint_sha256,
             "settings": {**asdict(settings), "kind": settings.kind.value},

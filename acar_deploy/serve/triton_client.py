@@ -40,6 +40,27 @@ class BoxActions:
 
 
 @dataclass(frozen=True)
+class BankFeeds:
+    """One request's bank window for an acfb pipeline: `window` [R, M] bool (box i may attend entry j) and
+    either `entries` [M, C, h, w] (the pipeline projects K/V of entries it has not seen) or `keys` +
+    `values` [depth, M, C, h, w] as `acar-deploy bank project` stored them (bank_kv is then skipped).
+    The server checks the shapes against each other and answers a mismatch with an error."""
+
+    window: np.ndarray
+    entries: np.ndarray | None = None
+    keys: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+    def arrays(self) -> list[tuple[str, np.ndarray, str]]:
+        """(input name, array, Triton datatype) of the inputs this request sends."""
+        sent = [("bank_window", np.ascontiguousarray(self.window, dtype=np.bool_), "BOOL")]
+        for name, array in (("bank_entries", self.entries), ("bank_keys", self.keys), ("bank_values", self.values)):
+            if array is not None:
+                sent.append((name, np.ascontiguousarray(array, dtype=np.float32), "FP32"))
+        return sent
+
+
+@dataclass(frozen=True)
 class ServedModel:
     """What the client reads from the served pipeline model's config."""
 
@@ -164,12 +185,17 @@ def _server_error(url: str, exc: Exception) -> InputError:
     return InputError(f"Triton at {url}: {first} (is the server up with this model? see docs/serving.md)")
 
 
-def build_inputs(module: Any, clips: np.ndarray, rois: np.ndarray) -> list[Any]:
-    """tritonclient InferInputs for the pipeline model (`module` is tritonclient.http or .grpc)."""
+def build_inputs(module: Any, clips: np.ndarray, rois: np.ndarray, bank: BankFeeds | None = None) -> list[Any]:
+    """tritonclient InferInputs for the pipeline model (`module` is tritonclient.http or .grpc); `bank`
+    adds an acfb pipeline's bank_window and bank_entries or bank_keys/bank_values."""
+    arrays = [("clips", np.ascontiguousarray(clips, dtype=np.float32), "FP32"),
+              ("rois", np.ascontiguousarray(rois, dtype=np.float32), "FP32")]
+    if bank is not None:
+        arrays += bank.arrays()
     inputs = []
-    for name, array in (("clips", clips), ("rois", rois)):
-        tensor = module.InferInput(name, list(array.shape), "FP32")
-        tensor.set_data_from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    for name, array, datatype in arrays:
+        tensor = module.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     return inputs
 
@@ -216,13 +242,15 @@ def infer_pipeline(
     protocol: TritonProtocol = TritonProtocol.http,
     model: str = "acar",
     timeout_s: float = 60.0,
+    bank: BankFeeds | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Raw logits and scores [R, C] of the served pipeline for clips [B, 3, T, H, W] and rois [R, 5]."""
+    """Raw logits and scores [R, C] of the served pipeline for clips [B, 3, T, H, W] and rois [R, 5]
+    (and, for an acfb pipeline, the keyframe's bank window)."""
     module, client, infer_options = open_client(url, protocol, timeout_s)
     try:
         outputs = [module.InferRequestedOutput("logits"), module.InferRequestedOutput("scores")]
         try:
-            result = client.infer(model, build_inputs(module, clips, rois), outputs=outputs, **infer_options)
+            result = client.infer(model, build_inputs(module, clips, rois, bank), outputs=outputs, **infer_options)
         except Exception as exc:  # tritonclient raises InferenceServerException, sockets raise OSError
             raise _server_error(url, exc) from exc
         return result.as_numpy("logits"), result.as_numpy("scores")
