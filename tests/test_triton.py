@@ -8,11 +8,8 @@ requests run the repository's own ONNX models in onnxruntime.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
-import sys
-import types
 import warnings
 from pathlib import Path
 
@@ -24,7 +21,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from google.protobuf import json_format, text_format  # noqa: E402
+from triton_support import config_io, graph_io, load_pipeline_model, parse_config  # noqa: E402
 from tritonclient.grpc import model_config_pb2  # noqa: E402
 
 from acar_deploy.errors import InputError, OutputExistsError  # noqa: E402
@@ -34,8 +31,6 @@ LABEL_MAP = Path(__file__).resolve().parents[1] / "acar_deploy" / "data" / "ava_
 CLIP_SHAPE = (3, 32, 16, 16)
 CONTEXT_CHANNELS = 8
 NUM_POSE = 13  # AVA v2.1 ids 1, 3..14 (crawl, id 2, is not in the 60-class map)
-# Triton's own names for ONNX element types, written out independently of the library's table.
-ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "TYPE_INT64"}
 
 
 def _label_map() -> list[dict]:
@@ -125,31 +120,6 @@ def export_dir(tmp_path_factory) -> Path:
     return out
 
 
-def _parse_config(model_dir: Path):
-    config = model_config_pb2.ModelConfig()
-    text_format.Parse((model_dir / "config.pbtxt").read_text(), config)
-    return config
-
-
-def _graph_io(path: Path) -> dict[str, tuple[str, list[int]]]:
-    """name -> (Triton type, dims with -1 for symbolic dims), read straight from the ONNX file."""
-    graph = onnx.load(str(path)).graph
-    result = {}
-    for value in list(graph.input) + list(graph.output):
-        t = value.type.tensor_type
-        result[value.name] = (ONNX_TO_TRITON[t.elem_type], [d.dim_value if d.dim_param == "" else -1 for d in t.shape.dim])
-    return result
-
-
-def _config_io(config) -> dict[str, tuple[str, list[int]]]:
-    """name -> (type, full dims): Triton prepends a -1 batch dim when max_batch_size > 0."""
-    batch = [-1] if config.max_batch_size > 0 else []
-    return {
-        t.name: (model_config_pb2.DataType.Name(t.data_type), batch + list(t.dims))
-        for t in list(config.input) + list(config.output)
-    }
-
-
 def _manifest_io(manifest_part: dict) -> dict[str, tuple[str, list[int]]]:
     return {
         t["name"]: ("TYPE_FP32", [d if isinstance(d, int) else -1 for d in t["shape"]])
@@ -162,26 +132,26 @@ def test_onnx_configs_parse_and_match_the_graphs(export_dir, tmp_path):
     root = repo.path
     assert sorted(p.name for p in root.iterdir()) == ["acar", "acar_backbone", "acar_head"]
 
-    backbone = _parse_config(root / "acar_backbone")
+    backbone = parse_config(root / "acar_backbone")
     assert backbone.platform == "onnxruntime_onnx" and backbone.max_batch_size == 8
     assert backbone.dynamic_batching.max_queue_delay_microseconds == 2000
     assert list(backbone.input[0].dims) == list(CLIP_SHAPE)  # batch dim stripped
-    assert _config_io(backbone) == _graph_io(root / "acar_backbone" / "1" / "model.onnx")
+    assert config_io(backbone) == graph_io(root / "acar_backbone" / "1" / "model.onnx")
     assert [(g.kind, g.count) for g in backbone.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_AUTO, 2)]
 
-    head = _parse_config(root / "acar_head")
+    head = parse_config(root / "acar_head")
     assert head.platform == "onnxruntime_onnx" and head.max_batch_size == 0
     assert not head.HasField("dynamic_batching")
-    assert _config_io(head) == _graph_io(root / "acar_head" / "1" / "model.onnx")
+    assert config_io(head) == graph_io(root / "acar_head" / "1" / "model.onnx")
     assert list(next(t for t in head.input if t.name == "rois").dims) == [-1, 5]
 
     # The copied graphs are the export's, byte for byte.
     assert (root / "acar_head" / "1" / "model.onnx").read_bytes() == (export_dir / "head.onnx").read_bytes()
 
-    pipeline = _parse_config(root / "acar")
+    pipeline = parse_config(root / "acar")
     assert pipeline.backend == "python" and pipeline.max_batch_size == 0
-    graph_b, graph_h = _graph_io(export_dir / "backbone.onnx"), _graph_io(export_dir / "head.onnx")
-    assert _config_io(pipeline) == {
+    graph_b, graph_h = graph_io(export_dir / "backbone.onnx"), graph_io(export_dir / "head.onnx")
+    assert config_io(pipeline) == {
         "clips": graph_b["clips"], "rois": graph_h["rois"], "logits": graph_h["logits"], "scores": graph_h["logits"]
     }
     params = {k: v.string_value for k, v in pipeline.parameters.items()}
@@ -196,11 +166,11 @@ def test_onnx_configs_parse_and_match_the_graphs(export_dir, tmp_path):
 def test_unbatched_backbone_and_cpu_instances(export_dir, tmp_path):
     settings = TritonSettings(max_batch=0, instances=3, kind=InstanceKind.cpu, name="act")
     root = build_model_repository(export_dir, tmp_path / "repo", settings=settings).path
-    backbone = _parse_config(root / "act_backbone")
+    backbone = parse_config(root / "act_backbone")
     assert backbone.max_batch_size == 0 and not backbone.HasField("dynamic_batching")
-    assert _config_io(backbone) == _graph_io(root / "act_backbone" / "1" / "model.onnx")
+    assert config_io(backbone) == graph_io(root / "act_backbone" / "1" / "model.onnx")
     for name in ("act_backbone", "act_head", "act"):
-        groups = _parse_config(root / name).instance_group
+        groups = parse_config(root / name).instance_group
         assert [(g.kind, g.count) for g in groups] == [(model_config_pb2.ModelInstanceGroup.KIND_CPU, 3)]
 
 
@@ -232,16 +202,16 @@ def test_tensorrt_plan_configs_match_the_manifest(export_dir, tmp_path):
     root = build_model_repository(export_dir, tmp_path / "repo", engines=(engine,)).path
     manifest = json.loads((export_dir / "manifest.json").read_text())
     for part in ("backbone", "head"):
-        config = _parse_config(root / f"acar_{part}")
+        config = parse_config(root / f"acar_{part}")
         assert config.platform == "tensorrt_plan"
         assert (root / f"acar_{part}" / "1" / "model.plan").read_bytes() == plans[f"{part}.plan"]
         assert not (root / f"acar_{part}" / "1" / "model.onnx").exists()
-        assert _config_io(config) == _manifest_io(manifest["parts"][part])
+        assert config_io(config) == _manifest_io(manifest["parts"][part])
         # ... and the manifest's dims are those of the graphs the plans were built from.
-        assert _config_io(config) == _graph_io(export_dir / f"{part}.onnx")
+        assert config_io(config) == graph_io(export_dir / f"{part}.onnx")
     record = json.loads((root / "acar" / "acar_deploy.json").read_text())
     assert record["models"]["acar_head"]["platform"] == "tensorrt_plan"
-    params = {k: v.string_value for k, v in _parse_config(root / "acar").parameters.items()}
+    params = {k: v.string_value for k, v in parse_config(root / "acar").parameters.items()}
     assert (params["backbone_max_batch"], params["head_max_rois"]) == ("4", "32")  # the plans' profile maxima
 
     with pytest.raises(InputError, match="--max-batch 8 exceeds the plan's profile max of 4 clips"):
@@ -278,21 +248,21 @@ def test_openvino_engine_is_served_by_the_openvino_backend(export_dir, tmp_path)
                                                          "acar": "python"}
     for part in parts:
         model_dir = repo.path / f"acar_{part}"
-        config = _parse_config(model_dir)
+        config = parse_config(model_dir)
         assert config.backend == "openvino" and config.platform == ""
         assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.bin", "model.xml"]
         for suffix in ("xml", "bin"):
             assert (model_dir / "1" / f"model.{suffix}").read_bytes() == (ir / f"{part}.{suffix}").read_bytes()
         assert config.max_batch_size == 0  # unbatched even with --max-batch 4 (see backbone_config)
-        assert _config_io(config) == _graph_io(export_dir / f"{part}.onnx")
+        assert config_io(config) == graph_io(export_dir / f"{part}.onnx")
         served = ov.Core().read_model(str(model_dir / "1" / "model.xml"))  # finds model.bin beside it
         ir_dims = {port.get_any_name(): [-1 if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]
                    for port in list(served.inputs) + list(served.outputs)}
-        assert {name: dims for name, (_, dims) in _config_io(config).items()} == ir_dims
+        assert {name: dims for name, (_, dims) in config_io(config).items()} == ir_dims
         params = {k: v.string_value for k, v in config.parameters.items()}
         assert params == {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "HINT_BF16": "YES"}
         assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
-    pipeline = {k: v.string_value for k, v in _parse_config(repo.path / "acar").parameters.items()}
+    pipeline = {k: v.string_value for k, v in parse_config(repo.path / "acar").parameters.items()}
     assert pipeline["backbone_max_batch"] == "0"
 
     with pytest.raises(InputError, match="OpenVINO backend runs on the CPU only"):
@@ -315,10 +285,10 @@ def test_several_engines_are_served_side_by_side(export_dir, tmp_path):
         "acar_ort_int8_head": "onnxruntime_onnx", "acar_ort_int8": "python",
     }
     for pipeline in ("acar_trt_fp16", "acar_ort_int8"):
-        params = {k: v.string_value for k, v in _parse_config(repo.path / pipeline).parameters.items()}
+        params = {k: v.string_value for k, v in parse_config(repo.path / pipeline).parameters.items()}
         assert (params["backbone_model"], params["head_model"]) == (f"{pipeline}_backbone", f"{pipeline}_head")
         for part in ("backbone", "head"):
-            assert _parse_config(repo.path / f"{pipeline}_{part}").name == f"{pipeline}_{part}"
+            assert parse_config(repo.path / f"{pipeline}_{part}").name == f"{pipeline}_{part}"
     with pytest.raises(InputError, match="same model names"):
         build_model_repository(export_dir, tmp_path / "twice", engines=(trt, trt))
 
@@ -371,87 +341,11 @@ def test_bad_inputs_name_the_file(export_dir, tmp_path):
 # --- the Python backend model, run with a fake triton_python_backend_utils -------------------------------
 
 
-def _fake_pb_utils(repository: Path, calls: list) -> types.ModuleType:
-    pb = types.ModuleType("triton_python_backend_utils")
-    sessions: dict[str, ort.InferenceSession] = {}
-
-    class Tensor:
-        def __init__(self, name, array):
-            self._name, self._array = name, np.asarray(array)
-
-        def name(self):
-            return self._name
-
-        def as_numpy(self):
-            return self._array
-
-        def shape(self):
-            return list(self._array.shape)
-
-        def is_cpu(self):
-            return True
-
-    class TritonError:
-        def __init__(self, message):
-            self._message = message
-
-        def message(self):
-            return self._message
-
-    class InferenceResponse:
-        def __init__(self, output_tensors, error=None):
-            self._outputs, self._error = output_tensors, error
-
-        def has_error(self):
-            return self._error is not None
-
-        def error(self):
-            return self._error
-
-        def output_tensors(self):
-            return self._outputs
-
-    class InferenceRequest:
-        def __init__(self, model_name="", requested_output_names=(), inputs=(), preferred_memory=None):
-            self.model_name, self.outputs, self.inputs = model_name, list(requested_output_names), list(inputs)
-            self.preferred_memory = preferred_memory
-
-        def exec(self):
-            calls.append(self)
-            if self.model_name not in sessions:
-                sessions[self.model_name] = ort.InferenceSession(str(repository / self.model_name / "1" / "model.onnx"))
-            try:
-                values = sessions[self.model_name].run(self.outputs, {t.name(): t.as_numpy() for t in self.inputs})
-            except Exception as exc:  # what Triton reports as an error response
-                return InferenceResponse([], TritonError(str(exc)))
-            return InferenceResponse([Tensor(n, v) for n, v in zip(self.outputs, values, strict=True)])
-
-    class TritonModelException(Exception):
-        pass
-
-    def by_name(tensors, name):
-        return next((t for t in tensors if t.name() == name), None)
-
-    pb.Tensor, pb.TritonError, pb.InferenceResponse, pb.InferenceRequest = Tensor, TritonError, InferenceResponse, InferenceRequest
-    pb.TritonModelException = TritonModelException
-    pb.PreferredMemory = lambda kind, device: ("memory", kind, device)
-    pb.TRITONSERVER_MEMORY_CPU, pb.TRITONSERVER_MEMORY_GPU = 0, 2
-    pb.get_input_tensor_by_name = lambda request, name: by_name(request.inputs, name)
-    pb.get_output_tensor_by_name = lambda response, name: by_name(response.output_tensors(), name)
-    return pb
-
-
 @pytest.fixture()
 def python_model(export_dir, tmp_path, monkeypatch):
     """(model, fake pb_utils, BLS calls); `model.reinit(**parameters)` re-initialises with changed parameters."""
     root = build_model_repository(export_dir, tmp_path / "repo", settings=TritonSettings(max_batch=2)).path
-    calls: list = []
-    pb = _fake_pb_utils(root, calls)
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    spec = importlib.util.spec_from_file_location("acar_triton_model_under_test", root / "acar" / "1" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = json_format.MessageToDict(_parse_config(root / "acar"), preserving_proto_field_name=True)
+    module, pb, calls, config = load_pipeline_model(root, monkeypatch, "acar_triton_model_under_test")
 
     def init(**parameters):
         changed = json.loads(json.dumps(config))
@@ -537,7 +431,7 @@ def test_cli_writes_the_repository_and_refuses_to_overwrite(export_dir, tmp_path
     }
     for model in listed.values():
         assert (out / model["file"]).is_file()
-    assert _parse_config(out / "acar_backbone").max_batch_size == 2
+    assert parse_config(out / "acar_backbone").max_batch_size == 2
 
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2

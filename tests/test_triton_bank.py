@@ -6,9 +6,7 @@ live server is tests/test_triton_bank_live.py)."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -18,15 +16,18 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from google.protobuf import json_format  # noqa: E402
-from test_triton import _config_io, _fake_pb_utils, _parse_config  # noqa: E402
+from triton_support import (  # noqa: E402
+    config_io,
+    graph_io,
+    load_pipeline_model,
+    parse_config,
+)
 from tritonclient.grpc import model_config_pb2  # noqa: E402
 
 from acar_deploy.serve.triton import InstanceKind, TritonSettings, build_model_repository  # noqa: E402
 
 SIZE = (64, 64)
 PARTS = {"acar_backbone": "backbone.onnx", "acar_bank_kv": "bank_kv.onnx", "acar_bank_head": "bank.onnx"}
-ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.BOOL: "TYPE_BOOL"}
 
 
 def make_acfb_export(root):
@@ -77,13 +78,6 @@ def acfb(tmp_path_factory):
     return model, export, repo
 
 
-def _graph_io(path) -> dict[str, tuple[str, list[int]]]:
-    graph = onnx.load(str(path)).graph
-    return {v.name: (ONNX_TO_TRITON[v.type.tensor_type.elem_type],
-                     [d.dim_value if d.dim_param == "" else -1 for d in v.type.tensor_type.shape.dim])
-            for v in list(graph.input) + list(graph.output)}
-
-
 def test_bank_set_models_and_configs_match_the_graphs(acfb):
     _, export, repo = acfb
     root = repo.path
@@ -93,15 +87,15 @@ def test_bank_set_models_and_configs_match_the_graphs(acfb):
     for model, file in PARTS.items():
         graph = root / model / "1" / "model.onnx"
         assert graph.read_bytes() == (export / file).read_bytes()
-        config = _parse_config(root / model)
+        config = parse_config(root / model)
         assert config.name == model and config.platform == "onnxruntime_onnx"
-        assert _config_io(config) == _graph_io(graph)
+        assert config_io(config) == graph_io(graph)
         assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
-    assert _parse_config(root / "acar_backbone").max_batch_size == 2
-    assert _parse_config(root / "acar_bank_kv").max_batch_size == 0
-    assert _parse_config(root / "acar_bank_head").max_batch_size == 0
+    assert parse_config(root / "acar_backbone").max_batch_size == 2
+    assert parse_config(root / "acar_bank_kv").max_batch_size == 0
+    assert parse_config(root / "acar_bank_head").max_batch_size == 0
 
-    pipeline = _parse_config(root / "acar")
+    pipeline = parse_config(root / "acar")
     inputs = {t.name: (model_config_pb2.DataType.Name(t.data_type), list(t.dims), t.optional) for t in pipeline.input}
     assert inputs == {
         "clips": ("TYPE_FP32", [-1, 3, 32, *SIZE], False),
@@ -147,10 +141,10 @@ def test_tensorrt_bank_plans_are_config_checked(acfb, tmp_path):
     assert {m.name: m.platform for m in repo.models} == {
         "acar_backbone": "tensorrt_plan", "acar_bank_kv": "tensorrt_plan", "acar_bank_head": "tensorrt_plan",
         "acar": "python"}
-    head = _parse_config(repo.path / "acar_bank_head")
+    head = parse_config(repo.path / "acar_bank_head")
     assert (repo.path / "acar_bank_head" / "1" / "model.plan").read_bytes() == b"fake bank_head plan"
-    assert _config_io(head) == _graph_io(export / "bank.onnx")
-    params = {k: v.string_value for k, v in _parse_config(repo.path / "acar").parameters.items()}
+    assert config_io(head) == graph_io(export / "bank.onnx")
+    params = {k: v.string_value for k, v in parse_config(repo.path / "acar").parameters.items()}
     assert params["bank_head_min_entries"] == "1" and params["head_max_rois"] == "32"
     assert params["bank_max_entries"] == "256"
 
@@ -178,13 +172,7 @@ def test_export_without_bank_parts_is_refused(acfb, tmp_path):
 def pipeline(acfb, monkeypatch):
     """(init(**parameter overrides) -> model, fake pb_utils, BLS calls)."""
     root = acfb[2].path
-    calls: list = []
-    pb = _fake_pb_utils(root, calls)
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    spec = importlib.util.spec_from_file_location("acar_bank_triton_model_under_test", root / "acar" / "1" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = json_format.MessageToDict(_parse_config(root / "acar"), preserving_proto_field_name=True)
+    module, pb, calls, config = load_pipeline_model(root, monkeypatch, "acar_bank_triton_model_under_test")
 
     def init(**parameters):
         changed = json.loads(json.dumps(config))
@@ -323,7 +311,7 @@ def test_cli_writes_a_bank_set(acfb, tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(m["name"] for m in json.loads(result.stdout)["models"]) == [
         "acar", "acar_backbone", "acar_bank_head", "acar_bank_kv"]
-    params = {k: v.string_value for k, v in _parse_config(out / "acar").parameters.items()}
+    params = {k: v.string_value for k, v in parse_config(out / "acar").parameters.items()}
     assert params["bank_cache_entries"] == "8"
 
 
@@ -338,16 +326,10 @@ def test_ort_fp16_engine_of_the_acfb_export_is_served(acfb, tmp_path, monkeypatc
                                   settings=TritonSettings(kind=InstanceKind.cpu)).path
     for model, file in PARTS.items():
         assert (root / model / "1" / "model.onnx").read_bytes() == (engine / file).read_bytes()
-        assert _config_io(_parse_config(root / model)) == _graph_io(root / model / "1" / "model.onnx")
-    calls: list = []
-    pb = _fake_pb_utils(root, calls)
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    spec = importlib.util.spec_from_file_location("acar_bank_fp16_triton_model", root / "acar" / "1" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+        assert config_io(parse_config(root / model)) == graph_io(root / model / "1" / "model.onnx")
+    module, pb, calls, config = load_pipeline_model(root, monkeypatch, "acar_bank_fp16_triton_model")
     model = module.TritonPythonModel()
-    model.initialize({"model_config": json.dumps(
-        json_format.MessageToDict(_parse_config(root / "acar"), preserving_proto_field_name=True))})
+    model.initialize({"model_config": json.dumps(config)})
     clips, rois, entries, window = bank_request(seed=6)
     want = eager_logits(eager, clips, rois, entries, window)
     got = _logits(_ask(model, pb, clips, rois, bank_window=window, bank_entries=entries))
@@ -368,6 +350,6 @@ def test_openvino_engine_of_the_acfb_export_feeds_an_empty_window_as_one_masked_
                                   settings=TritonSettings(kind=InstanceKind.cpu))
     assert {m.name: m.platform for m in repo.models if m.name != "acar"} == {
         "acar_backbone": "openvino", "acar_bank_kv": "openvino", "acar_bank_head": "openvino"}
-    assert _config_io(_parse_config(repo.path / "acar_bank_head")) == _graph_io(export / "bank.onnx")
-    params = {k: v.string_value for k, v in _parse_config(repo.path / "acar").parameters.items()}
+    assert config_io(parse_config(repo.path / "acar_bank_head")) == graph_io(export / "bank.onnx")
+    params = {k: v.string_value for k, v in parse_config(repo.path / "acar").parameters.items()}
     assert params["bank_head_min_entries"] == "1"

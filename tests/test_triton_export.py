@@ -3,9 +3,7 @@ Python (BLS) model's scores against the eager PyTorch model and the export's own
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -14,8 +12,7 @@ pytest.importorskip("tritonclient.grpc")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from google.protobuf import json_format  # noqa: E402
-from test_triton import _config_io, _fake_pb_utils, _graph_io, _parse_config  # noqa: E402
+from triton_support import config_io, graph_io, load_pipeline_model, parse_config  # noqa: E402
 
 from acar_deploy.serve.triton import InstanceKind, TritonSettings, build_model_repository  # noqa: E402
 
@@ -37,12 +34,12 @@ def tiny_repository(tmp_path_factory):
 def test_configs_match_the_real_export(tiny_repository):
     export_dir, root = tiny_repository
     manifest = json.loads((export_dir / "manifest.json").read_text())
-    backbone, head = _parse_config(root / "acar_backbone"), _parse_config(root / "acar_head")
-    assert _config_io(backbone) == _graph_io(root / "acar_backbone" / "1" / "model.onnx")
-    assert _config_io(head) == _graph_io(root / "acar_head" / "1" / "model.onnx")
+    backbone, head = parse_config(root / "acar_backbone"), parse_config(root / "acar_head")
+    assert config_io(backbone) == graph_io(root / "acar_backbone" / "1" / "model.onnx")
+    assert config_io(head) == graph_io(root / "acar_head" / "1" / "model.onnx")
     assert list(backbone.input[0].dims) == [3, 32, *SIZE]
     assert list(head.output[0].dims) == [-1, len(manifest["classes"])]
-    params = {k: v.string_value for k, v in _parse_config(root / "acar").parameters.items()}
+    params = {k: v.string_value for k, v in parse_config(root / "acar").parameters.items()}
     assert json.loads(params["class_names"]) == [c["name"] for c in manifest["classes"]]
     assert json.loads(params["normalization"]) == manifest["normalization"]
 
@@ -52,14 +49,8 @@ def test_python_model_matches_eager_acar_tiny(tiny_repository, monkeypatch):
     from acar_deploy.model.scores import action_scores
 
     export_dir, root = tiny_repository
-    calls: list = []
-    pb = _fake_pb_utils(root, calls)
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    spec = importlib.util.spec_from_file_location("acar_tiny_triton_model", root / "acar" / "1" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module, pb, calls, config = load_pipeline_model(root, monkeypatch, "acar_tiny_triton_model")
     model = module.TritonPythonModel()
-    config = json_format.MessageToDict(_parse_config(root / "acar"), preserving_proto_field_name=True)
     model.initialize({"model_config": json.dumps(config)})
 
     clips = np.random.default_rng(0).standard_normal((2, 3, 32, *SIZE), dtype=np.float32)
@@ -96,20 +87,14 @@ def test_ort_fp16_engine_is_served_as_onnx(tiny_repository, tmp_path, monkeypatc
     root = build_model_repository(export_dir, tmp_path / "repo", engines=(engine_dir,),
                                   settings=TritonSettings(kind=InstanceKind.cpu)).path
     for part in ("backbone", "head"):
-        config = _parse_config(root / f"acar_{part}")
+        config = parse_config(root / f"acar_{part}")
         assert config.platform == "onnxruntime_onnx"
-        assert _config_io(config) == _graph_io(root / f"acar_{part}" / "1" / "model.onnx")
+        assert config_io(config) == graph_io(root / f"acar_{part}" / "1" / "model.onnx")
         assert (root / f"acar_{part}" / "1" / "model.onnx").read_bytes() == (engine_dir / f"{part}.onnx").read_bytes()
 
-    calls: list = []
-    pb = _fake_pb_utils(root, calls)
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    spec = importlib.util.spec_from_file_location("acar_fp16_triton_model", root / "acar" / "1" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module, pb, _, config = load_pipeline_model(root, monkeypatch, "acar_fp16_triton_model")
     model = module.TritonPythonModel()
-    model.initialize({"model_config": json.dumps(
-        json_format.MessageToDict(_parse_config(root / "acar"), preserving_proto_field_name=True))})
+    model.initialize({"model_config": json.dumps(config)})
     clips = np.random.default_rng(1).standard_normal((1, 3, 32, *SIZE), dtype=np.float32)
     rois = np.array([[0, 0.1, 0.1, 0.6, 0.9], [0, 0.4, 0.2, 0.9, 0.95]], np.float32)
     (response,) = model.execute([pb.InferenceRequest(inputs=[pb.Tensor("clips", clips), pb.Tensor("rois", rois)])])
