@@ -10,7 +10,7 @@ from PIL import Image
 
 from acar_deploy.data.ava_csv import read_annotations
 from acar_deploy.data.clips import ClipSpec, clip_frame_indices
-from acar_deploy.data.synth import SCREEN_COLOUR, WATCH, SynthSettings, synthesize
+from acar_deploy.data.synth import SCREEN_COLOUR, SCREEN_HEARD, WATCH, SynthSettings, synthesize
 from acar_deploy.errors import InputError
 
 
@@ -25,7 +25,9 @@ def test_temporal_event_is_only_in_one_keyframe_clip(tmp_path):
     out = synthesize(SynthSettings(tmp_path / "t", videos=2, seconds=5, seed=4, width=64, height=48,
                                    frame_folders=True, temporal=True)).out_dir
     meta = json.loads((out / "dataset.json").read_text())
-    assert {"id": WATCH, "name": "watch (e.g., TV)"} in meta["classes"] and meta["generator"]["temporal"] is True
+    assert {"id": WATCH, "name": "watch (e.g., TV)"} in meta["classes"]
+    assert {"id": SCREEN_HEARD, "name": "listen (e.g., to music)"} in meta["classes"]
+    assert meta["generator"]["temporal"] is True
     assert (out / "config_acfb.yaml").exists()
     rows = read_annotations(out / "train.csv")
     spec = ClipSpec.from_model_config(type("C", (), {"input": type("I", (), {
@@ -36,9 +38,10 @@ def test_temporal_event_is_only_in_one_keyframe_clip(tmp_path):
         part = rows if vid in meta["splits"]["train"] else read_annotations(out / "val.csv")
         mask = part.video_id == vid
         watch_ts = set(part.timestamp[mask & (part.action_id == WATCH)])
+        heard = part.action_id == SCREEN_HEARD
         all_ts = set(part.timestamp[mask])
         if number % 2:  # no event: no screen, no label
-            assert on == [] and watch_ts == set()
+            assert on == [] and watch_ts == set() and not (mask & heard).any()
             continue
         # the screen is on around one second r (10-14 of the 16 clip frames), labelled at every keyframe
         assert len(on) >= 20 and on == list(range(on[0], on[-1] + 1)) and watch_ts == all_ts and len(all_ts) == 4
@@ -47,6 +50,10 @@ def test_temporal_event_is_only_in_one_keyframe_clip(tmp_path):
         seeing = [int(t) for t in all_ts
                   if set(clip_frame_indices(int(t), len(frames), spec)) & set(on)]
         assert seeing == [reveal]
+        # listen (the TV's sound): every actor at r, nowhere else
+        assert set(part.timestamp[mask & heard]) == {f"{reveal:04d}"}
+        at_r = mask & (part.timestamp == f"{reveal:04d}")
+        assert sorted(part.person_id[at_r & heard]) == sorted(set(part.person_id[at_r]))
 
 
 def test_temporal_needs_five_seconds(tmp_path):
@@ -70,8 +77,8 @@ def test_screen_frames_reach_only_the_clip_of_their_keyframe_for_every_position(
 
 
 def test_event_video_and_its_twin_differ_only_while_the_screen_is_on(tmp_path):
-    """Each event video has a twin with the same scene and labels minus watch, so the label cannot be
-    learnt from what a video looks like (background, actors), only from the event itself."""
+    """Each event video has a twin with the same scene and labels minus watch and listen, so the label
+    cannot be learnt from what a video looks like (background, actors), only from the event itself."""
     out = synthesize(SynthSettings(tmp_path / "t", videos=2, seconds=5, seed=3, width=64, height=48,
                                    frame_folders=True, temporal=True)).out_dir
     event = sorted((out / "frames" / "synth000").glob("*.jpg"))
@@ -83,7 +90,7 @@ def test_event_video_and_its_twin_differ_only_while_the_screen_is_on(tmp_path):
     for part in ("train", "val"):
         table = read_annotations(out / f"{part}.csv")
         for vid in ("synth000", "synth001"):
-            mask = (table.video_id == vid) & (table.action_id != WATCH)
+            mask = (table.video_id == vid) & (table.action_id != WATCH) & (table.action_id != SCREEN_HEARD)
             if mask.any():
                 rows[vid] = sorted(zip(table.timestamp[mask], table.action_id[mask], table.person_id[mask], strict=True))
     assert rows["synth000"] == rows["synth001"] and rows["synth000"]

@@ -163,17 +163,17 @@ def test_demo_feature_bank_stage_reports_both_models_as_the_evaluator_scores_the
         assert gain[key]["val_maps"][-1] == pytest.approx(scored[key].mAP, abs=1e-12)
         assert gain[key]["ap_watch"] == pytest.approx(scored[key].per_class[WATCH], abs=1e-12)
     assert gain["margin"] == pytest.approx(scored["bank"].mAP - scored["no_bank"].mAP, abs=1e-12)
-    # Seed 0, 1 thread: +0.064 (AP watch 1.00 vs 0.62) on the 2-core VM with torch 2.13, +0.097 (1.00 vs
-    # 0.63) on an H200 host's CPU with torch 2.11 (README). An earlier rule keyed on how well the
-    # extractor sees the event would have failed there (+0.024 seen, +0.097 won): the margin is asserted.
-    assert gain["margin"] >= 0.03 and gain["margin_watch"] >= 0.2
+    # Seed 0, 1 thread, 2-core VM, torch 2.13: +0.047 (AP watch 1.00 vs 0.64), the extractor's AP listen
+    # 1.00 (README, docs/bank.md: the bank learnt the event in every seed where the extractor saw the screen).
+    assert gain["extractor_ap_heard"] >= 0.8  # the extractor sees the screen where it is visible ...
+    assert gain["margin"] >= 0.03 and gain["margin_watch"] >= 0.2  # ... so the bank carries it to the other keyframes
     report = (out / "report.md").read_text()
     section = report.split("## Feature bank (ACFB)", 1)[1]
     assert f"| no bank | {100 * scored['no_bank'].mAP:.2f} |" in section
     assert f"| bank | {100 * scored['bank'].mAP:.2f} |" in section
     assert f"| margin | **{100 * gain['margin']:+.2f}** |" in section
     commands = section.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
-    assert len(commands) == 6 and all(str(out) in c for c in commands)
+    assert len(commands) == 7 and all(str(out) in c for c in commands)  # synth, 2 x train, 2 x bank extract, 2 x train
     # the bank model exported and benchmarked with a val video of its bank replayed: the report's rows are
     # the bench's results.json figures
     bench = json.loads((out / "bank" / "bench" / "results.json").read_text())

@@ -34,7 +34,8 @@ def synth(
         bool, typer.Option("--frame-folders", help="Also write frame folders <id>/<id>_%06d.jpg and train from them.")
     ] = False,
     temporal: Annotated[
-        bool, typer.Option("--temporal", help="Add a watch-TV event that only the clip of one keyframe shows (for the feature bank).")
+        bool, typer.Option("--temporal", help="Add a watch-TV event that only the clip of one keyframe shows, labelled watch at "
+                     "every keyframe and listen at that one (for the feature bank).")
     ] = False,
     output_format: Format = OutputFormat.text,
     force: Force = False,

@@ -15,8 +15,10 @@ long-term support can see at most keyframes: a "TV" (cyan screen behind the acto
 is on around one keyframe second r, in every frame that the clip of r spans and no other keyframe's
 clip reaches, and every actor of such a video is labelled watch (e.g., TV) at EVERY keyframe.
 Elsewhere the label is only recoverable from what happened seconds earlier or later (the feature
-bank). Each event video is followed by a twin with the same scene and no event, so the label
-cannot be learnt from a video's look either.
+bank). At r itself the actors are also labelled listen (e.g., to music) (the TV's sound): a label
+that holds only where the screen is visible, like most AVA labels, so that the model whose maps
+fill the bank has a consistent reason to encode the screen. Each event video is followed by a twin
+with the same scene and no event, so the label cannot be learnt from a video's look either.
 
 Labels use real AVA action ids; the model keeps all 60 outputs (logit index = position of the id in
 the 60-class AVA label map, as the official code's `idx_to_class`), and the reduced label map lists
@@ -55,7 +57,8 @@ POSE_SHAPES: dict[int, tuple[float, float]] = {STAND: (0.2, 0.56), WALK: (0.2, 0
 BODY_COLOURS = ((200, 60, 60), (60, 160, 70), (70, 90, 210), (170, 80, 190), (40, 170, 180), (220, 130, 40))
 TALK_RANGE = 0.5  # a facing actor talks to the nearest actor on its side within this fraction of the width
 WATCH = 61  # temporal option: "watch (e.g., TV)", a video-level event seen only around one second
-TEMPORAL_CLASSES: dict[int, str] = {WATCH: "watch (e.g., TV)"}
+SCREEN_HEARD = 37  # temporal option: "listen (e.g., to music)", only at the keyframe whose clip shows the screen
+TEMPORAL_CLASSES: dict[int, str] = {SCREEN_HEARD: "listen (e.g., to music)", WATCH: "watch (e.g., TV)"}
 SYNTH_CLIP_FRAMES, SYNTH_CLIP_STEP = 32, 2  # the synthetic config's clips: 16 frames at step 2
 SCREEN_COLOUR = (40, 230, 230)
 
@@ -410,7 +413,7 @@ def synthesize(settings: SynthSettings) -> SynthResult:
             for ts in range(1, settings.seconds):
                 labels = actor_labels(actors, float(ts), width, height)
                 if kind == "event":
-                    labels = [sorted([*ids, WATCH]) for ids in labels]
+                    labels = [sorted([*ids, WATCH, *([SCREEN_HEARD] if ts == reveal else [])]) for ids in labels]
                 for pid, (actor, ids) in enumerate(zip(actors, labels, strict=True)):
                     box = _norm_box(actor.box(float(ts), width, height), width, height)
                     for action in ids:
@@ -510,5 +513,5 @@ def synthesize(settings: SynthSettings) -> SynthResult:
     )
 
 
-__all__ = ["SynthSettings", "SynthResult", "synthesize", "SYNTH_CLASSES", "TEMPORAL_CLASSES", "actor_labels",
+__all__ = ["SynthSettings", "SynthResult", "synthesize", "SYNTH_CLASSES", "TEMPORAL_CLASSES", "SCREEN_HEARD", "actor_labels",
            "render_frame", "draw_screen", "screen_frames"]

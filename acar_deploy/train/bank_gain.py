@@ -1,13 +1,14 @@
 """What the Actor-Context Feature Bank buys: bank model vs the same model without bank, same recipe.
 
 On `synth --temporal` data (the "watch" label of an event video is visible at one keyframe only):
-train a no-bank extractor -> `bank extract` of the train and val splits -> fine-tune the head of the
-extractor twice (backbone frozen, `config_*.yaml`'s head-only recipe) for the same epochs with the
-same seed, once as the bank model (`config_acfb.yaml`, `--bank`) and once without bank
-(`config_continue.yaml`) -> frame-mAP of both on the val split (and the AP of the temporal class).
-The margin is bank minus no bank; `event_separation` says whether the extractor saw the event at
-all, which decides whether the bank can carry it. Every step is the library function of a CLI
-command, so `commands` reproduces the run by hand.
+train a no-bank model from scratch, then its head alone (`config_continue.yaml`'s head-only
+recipe); that model is the extractor -> `bank extract` of the train and val splits -> fine-tune the
+head of the extractor twice (backbone frozen) for the same epochs with the same seed, once as the
+bank model (`config_acfb.yaml`, `--bank`) and once without bank (`config_continue.yaml`) -> frame-mAP
+of both on the val split (and the AP of the temporal class). The margin is bank minus no bank. The
+bank can only carry the event if the extractor encodes it: its AP of the "listen" label (the screen,
+where it is visible) and `event_separation` say how well it does. Every step is the library
+function of a CLI command, so `commands` reproduces the run by hand.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ class BankGainSettings:
     out: Path
     videos: int = 24  # synth --videos (even: each event video has a twin without the event)
     seconds: int = 6  # synth --video-seconds (>= 5)
-    extractor_epochs: int = 6  # the no-bank model whose first-order maps fill the bank
-    extra_epochs: int = 20  # both continued runs (bank and no bank, head only) train this many epochs more
+    extractor_epochs: int = 6  # the no-bank model, from scratch
+    extractor_head_epochs: int = 24  # then its head alone (same recipe as below); its first-order maps fill the bank
+    extra_epochs: int = 30  # both continued runs (bank and no bank, head only) train this many epochs more
     seed: int = 0
     init: Path | None = None  # start the extractor from these weights (e.g. a model of the plain synth data)
     workers: int | None = 1  # decoding processes per run (None: the training default)
@@ -39,6 +41,7 @@ class BankGainSettings:
     def __post_init__(self) -> None:
         check_range("videos", self.videos, 2)
         check_range("extractor_epochs", self.extractor_epochs, 1)
+        check_range("extractor_head_epochs", self.extractor_head_epochs, 0)
         check_range("extra_epochs", self.extra_epochs, 1)
 
 
@@ -63,6 +66,7 @@ class BankGainResult:
     extractor: Path  # checkpoint whose first-order maps fill the banks
     extractor_map: float
     extractor_sees_event: float | None  # see `event_separation`
+    extractor_ap_heard: float | None  # its val AP of the label that holds where the screen is visible
     train_bank: Path
     val_bank: Path
     no_bank: ContinuedRun
@@ -83,8 +87,10 @@ class BankGainResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "seed": self.settings.seed, "videos": self.settings.videos, "seconds": self.settings.seconds,
-            "extractor_epochs": self.settings.extractor_epochs, "extra_epochs": self.settings.extra_epochs,
+            "extractor_epochs": self.settings.extractor_epochs,
+            "extractor_head_epochs": self.settings.extractor_head_epochs, "extra_epochs": self.settings.extra_epochs,
             "extractor_map": self.extractor_map, "extractor_sees_event": self.extractor_sees_event,
+            "extractor_ap_heard": self.extractor_ap_heard,
             "no_bank": {"val_maps": self.no_bank.val_maps, "ap_watch": self.no_bank.ap_watch},
             "bank": {"val_maps": self.bank.val_maps, "ap_watch": self.bank.ap_watch},
             "margin": self.margin, "margin_watch": self.margin_watch, "commands": self.commands,
@@ -95,13 +101,12 @@ def _cmd(*parts: Any) -> str:
     return "acar-deploy " + " ".join(shlex.quote(str(p)) for p in parts)
 
 
-def _ap_watch(data: Path, predictions: Path) -> float | None:
-    from acar_deploy.data.synth import WATCH
+def _val_ap(data: Path, predictions: Path, action: int) -> float | None:
     from acar_deploy.eval import frame_map
 
     scored = frame_map(data / "val.csv", predictions, labelmap=data / "labelmap.pbtxt",
                        exclusions=data / "val_excluded_timestamps.csv")
-    return scored.per_class.get(WATCH)
+    return scored.per_class.get(action)
 
 
 def event_separation(predictions: Path, seed: int, seconds: int) -> float | None:
@@ -139,7 +144,7 @@ def measure_bank_gain(settings: BankGainSettings) -> BankGainResult:
     """synth --temporal -> no-bank extractor -> banks -> bank and no-bank continued runs -> margin."""
     from acar_deploy.artifacts import atomic_dir, write_json
     from acar_deploy.bank.extract import ExtractSettings, extract_bank
-    from acar_deploy.data.synth import SynthSettings, synthesize
+    from acar_deploy.data.synth import SCREEN_HEARD, WATCH, SynthSettings, synthesize
     from acar_deploy.train.loop import TrainSettings, train
 
     final = Path(settings.out)
@@ -156,16 +161,27 @@ def measure_bank_gain(settings: BankGainSettings) -> BankGainResult:
 
         extractor_run = train(TrainSettings(config=str(data / "config.yaml"), data=data, out=out / "nobank",
                                             epochs=settings.extractor_epochs, init=settings.init, **common))
-        extractor = extractor_run.final_checkpoint
         commands.append(_cmd("train", "--config", final / "data/config.yaml", "--data", final / "data",
                              "--out", final / "nobank", "--epochs", settings.extractor_epochs, *flags)
                         + ("" if settings.init is None else f" --init {shlex.quote(str(settings.init))}"))
+        extractor_dir = "nobank"
+        if settings.extractor_head_epochs:  # the head-only recipe makes the extractor see the screen (docs/bank.md)
+            scratch = extractor_run.final_checkpoint
+            extractor_run = train(TrainSettings(config=str(data / "config_continue.yaml"), data=data,
+                                                out=out / "nobank_head", init=scratch,
+                                                epochs=settings.extractor_head_epochs, **common))
+            commands.append(_cmd("train", "--config", final / "data/config_continue.yaml", "--data", final / "data",
+                                 "--out", final / "nobank_head", "--init", final / "nobank" / scratch.name,
+                                 "--epochs", settings.extractor_head_epochs, *flags))
+            extractor_dir = "nobank_head"
+        extractor = extractor_run.final_checkpoint
+        extractor_predictions = out / extractor_dir / f"val_predictions_{extractor_run.history[-1].epoch}.csv"
         banks = {}
         for split in ("train", "val"):
             banks[split] = out / "banks" / split
             extract_bank(ExtractSettings(checkpoint=extractor, data=data, out=banks[split], split=split,
                                          progress=False))
-            commands.append(_cmd("bank", "extract", "--checkpoint", final / "nobank" / extractor.name,
+            commands.append(_cmd("bank", "extract", "--checkpoint", final / extractor_dir / extractor.name,
                                  "--data", final / "data", "--out", final / "banks" / split, "--split", split))
 
         def continued(name: str, config: str, **bank: Any) -> ContinuedRun:
@@ -174,21 +190,22 @@ def measure_bank_gain(settings: BankGainSettings) -> BankGainResult:
             maps = [float(h.val_map or 0.0) for h in run.history]
             last = run.history[-1].epoch
             return ContinuedRun(final / name, final / name / run.final_checkpoint.name, maps,
-                                _ap_watch(data, out / name / f"val_predictions_{last}.csv"))
+                                _val_ap(data, out / name / f"val_predictions_{last}.csv", WATCH))
 
         bank_run = continued("bank", "config_acfb.yaml", bank=banks["train"], val_bank=banks["val"])
         commands.append(_cmd("train", "--config", final / "data/config_acfb.yaml", "--data", final / "data",
-                             "--out", final / "bank", "--init", final / "nobank" / extractor.name,
+                             "--out", final / "bank", "--init", final / extractor_dir / extractor.name,
                              "--bank", final / "banks/train", "--val-bank", final / "banks/val",
                              "--epochs", settings.extra_epochs, *flags))
         no_bank_run = continued("nobank_more", "config_continue.yaml")
         commands.append(_cmd("train", "--config", final / "data/config_continue.yaml", "--data", final / "data",
-                             "--out", final / "nobank_more", "--init", final / "nobank" / extractor.name,
+                             "--out", final / "nobank_more", "--init", final / extractor_dir / extractor.name,
                              "--epochs", settings.extra_epochs, *flags))
-        sees = event_separation(out / "nobank" / f"val_predictions_{extractor_run.history[-1].epoch}.csv",
-                                settings.seed, settings.seconds)
-        result = BankGainResult(settings=settings, data=final / "data", extractor=final / "nobank" / extractor.name,
+        sees = event_separation(extractor_predictions, settings.seed, settings.seconds)
+        result = BankGainResult(settings=settings, data=final / "data",
+                                extractor=final / extractor_dir / extractor.name,
                                 extractor_map=float(extractor_run.val_map or 0.0), extractor_sees_event=sees,
+                                extractor_ap_heard=_val_ap(data, extractor_predictions, SCREEN_HEARD),
                                 train_bank=final / "banks/train",
                                 val_bank=final / "banks/val", no_bank=no_bank_run, bank=bank_run, commands=commands)
         write_json(out / "bank_gain.json", result.to_json())
