@@ -406,7 +406,7 @@ def _chance_map(data: Path) -> float:
     return sum(rates) / len(rates) if rates else 0.0
 
 
-# What benchmarks/bank_gain.py measured over many seeds with the quick profile's settings (docs/bank.md).
+# What benchmarks/bank_gain.py measured over seeds 0-6 with its own (longer) settings, not the quick profile's (docs/bank.md).
 BANK_SEEDS_SENTENCE = ("With the benchmark's longer settings (extractor 24 head-only epochs, both runs 30 epochs), "
                        "seeds 0-6: the bank learnt the event (AP watch >= 0.9) in 5 of 7, every seed whose extractor "
                        "saw the screen (AP listen 1.00); mean frame-mAP margin +1.6 points, 5 of 7 positive, the "
